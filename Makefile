@@ -1,0 +1,40 @@
+# grbench: `make bench` and `make test` do all the set-up on a fresh machine.
+#   make install [TORCH_SPEC=torch==2.13.0] [FAISS=cpu|gpu]   virtualenv in .venv + editable install
+#   make bench [DATASET=synthetic] [MODEL=all] [ARGS='key=value ...']
+#   make test                                               the test suite (pytest)
+#   make leaderboard                                        regenerate leaderboards/*.md from the result JSONs
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+FAISS ?= cpu
+DATASET ?= synthetic
+MODEL ?= all
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench test leaderboard clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned, so that nothing later pulls a CUDA build on a CPU machine.
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(FAISS),test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/grbench bench --dataset $(DATASET) --model $(MODEL) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+leaderboard: $(STAMP)
+	$(BIN)/grbench leaderboard
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,144 @@
+"""The ``grbench`` command: ``bench``, ``data``, ``leaderboard`` and ``list``.
+
+Examples::
+
+    grbench list                                        # models and datasets
+    grbench data --dataset beauty                       # read, preprocess, cache and describe a dataset
+    grbench bench --dataset synthetic --model all       # every registered model, then the leaderboard
+    grbench bench --dataset beauty --model sasrec trainer.max_epochs=40 optim.lr=0.002
+    grbench leaderboard                                 # regenerate leaderboards/*.md from the result JSONs
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+EPILOG = """Overrides are omegaconf key=value pairs applied last, e.g. trainer.max_epochs=5 optim.lr=0.002
+data.batch_size=128 seed=1 paths.cache_dir=/scratch/grbench. Config layers: benchmarks/configs/default.yaml ->
+configs/datasets/<dataset>.yaml -> configs/models/<model>.yaml -> overrides. Every result JSON stores the resolved
+config, the dataset's content hash and the git commit."""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from grbench.datamodules.registry import list_datasets, get_spec
+    from .config import model_names
+
+    t = Table(title="Models (benchmarks/configs/models/*.yaml)")
+    t.add_column("model")
+    for m in model_names():
+        t.add_row(m)
+    console.print(t)
+    d = Table(title="Datasets (grbench.datamodules.registry)")
+    for col in ("dataset", "source", "published users / items / interactions"):
+        d.add_column(col)
+    for name in list_datasets():
+        spec = get_spec(name)
+        pc = getattr(spec, "published_counts", None) or {}
+        counts = " / ".join(f"{pc[k]:,}" for k in ("users", "items", "interactions") if k in pc) or "—"
+        d.add_row(name, str(spec.source), counts)
+    console.print(d)
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from grbench.datamodules.prepare import describe, prepare_dataset
+
+    ds = prepare_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir, raw_dir=args.raw_dir,
+                         force=args.force)
+    t = Table(title=f"{args.dataset}")
+    t.add_column("field")
+    t.add_column("value")
+    for k, v in describe(ds).items():
+        t.add_row(str(k), f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(t)
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import write_leaderboards
+
+    written = write_leaderboards(Path(args.results_dir), Path(args.out_dir), args.dataset or None)
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .config import load_config, model_names
+    from .leaderboard import write_leaderboards
+    from .run import run_benchmark
+
+    models = model_names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    summary = Table(title=f"grbench bench: {args.dataset}")
+    for col in ("model", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
+        summary.add_column(col)
+    results_dir = None
+    for name in models:
+        cfg = load_config(args.dataset, name, args.overrides)
+        results_dir = Path(cfg.paths.results_dir)
+        console.rule(f"[bold]{name}[/bold] on {args.dataset}")
+        rec = run_benchmark(cfg, write=not args.no_write)
+        if not rec:  # non-zero DDP rank
+            return 0
+        m = rec["metrics"]
+        summary.add_row(name, f"{m.get('hr@10', float('nan')):.4f}", f"{m.get('ndcg@10', float('nan')):.4f}",
+                        f"{rec['train_time_s']:.0f}", f"{rec['eval_users_per_s']:.0f}", rec.get("_path", "(not written)"))
+    console.print(summary)
+    if not args.no_write and not args.no_leaderboard and results_dir is not None:
+        for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
+            console.print(f"wrote {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grbench", description="Generative recommendation benchmark: same data, "
+                                "same splits, one evaluator.", epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("bench", help="prepare data, train, test and write the result JSON (+ leaderboard)",
+                       epilog=EPILOG)
+    b.add_argument("--dataset", default="synthetic", help="registered dataset name (see `grbench list`)")
+    b.add_argument("--model", default="all", help="model name, comma-separated names, or 'all'")
+    b.add_argument("--no-write", action="store_true", help="do not write the result JSON")
+    b.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard page")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    b.set_defaults(func=_cmd_bench)
+
+    d = sub.add_parser("data", help="read, preprocess and cache a dataset, then describe it")
+    d.add_argument("--dataset", required=True)
+    d.add_argument("--data-dir", type=Path, default=None, help="folder of LC-Rec JSON datasets (default ../shared/data)")
+    d.add_argument("--raw-dir", type=Path, default=None, help="folder holding official Amazon dumps (no download)")
+    d.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default $GRBENCH_CACHE_DIR or ~/.cache/grbench)")
+    d.add_argument("--force", action="store_true", help="rebuild the cache even if present")
+    d.set_defaults(func=_cmd_data)
+
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.md and README.md from result JSONs")
+    lb.add_argument("--results-dir", default="leaderboards/results")
+    lb.add_argument("--out-dir", default="leaderboards")
+    lb.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    lb.set_defaults(func=_cmd_leaderboard)
+
+    ls = sub.add_parser("list", help="list registered models and datasets")
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        console.print(f"[bold red]error:[/bold red] {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

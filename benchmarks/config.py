@@ -1,0 +1,50 @@
+"""Run configuration: omegaconf YAML layered default -> dataset -> model (+ its per_dataset block) -> CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def model_names() -> list[str]:
+    """Registered models: one YAML per model in configs/models/."""
+    return sorted(p.stem for p in (CONFIG_DIR / "models").glob("*.yaml"))
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # omegaconf/yaml errors carry the line
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return cfg
+
+
+def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The resolved config of one run. ``overrides`` are ``key=value`` strings (omegaconf dotlist)."""
+    model_path = CONFIG_DIR / "models" / f"{model}.yaml"
+    if not model_path.exists():
+        raise KeyError(f"unknown model {model!r}: no {model_path.relative_to(CONFIG_DIR.parent)}; "
+                       f"known models: {', '.join(model_names())}")
+    layers = [_load_yaml(CONFIG_DIR / "default.yaml")]
+    ds_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
+    if ds_path.exists():
+        layers.append(_load_yaml(ds_path))
+    model_cfg = _load_yaml(model_path)
+    per_dataset = model_cfg.pop("per_dataset", None) or {}
+    layers.append(model_cfg)
+    if dataset in per_dataset:
+        layers.append(per_dataset[dataset])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"overrides must be key=value, got {bad}")
+    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    cfg = OmegaConf.merge(*layers)
+    cfg.dataset = dataset
+    cfg.model.name = model if cfg.model.get("name") in (None, model) else cfg.model.name
+    OmegaConf.resolve(cfg)
+    return cfg

@@ -1,0 +1,439 @@
+"""Leaderboard writer: result JSON files -> ``leaderboards/<dataset>.md`` (+ optional plot) and ``leaderboards/README.md``.
+
+Inputs are the records that ``benchmarks/run.py`` writes to ``<results_dir>/<dataset>/<name>.json``. Each page
+states the evaluation protocol above its table, the dataset facts (counts and manifest content hash, with a
+warning when the records disagree), one row per result sorted by NDCG@10, and a footer naming the source file
+of every row. Output is deterministic: the same files give the same bytes (no generation timestamps; rows,
+columns and ties are ordered explicitly). Every file is written atomically (temporary file beside it, then
+``os.replace``), so a reader never sees half a page.
+
+This module imports neither torch nor lightning, so ``grbench leaderboard`` is fast. The plot is written only
+when matplotlib is importable (it is not a dependency); otherwise it is skipped and logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+MISSING = "—"
+SORT_METRIC = "ndcg@10"
+
+# (header, metric key, higher_is_better) for the metric columns, in table order.
+METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("HR@5", "hr@5", True),
+    ("HR@10", "hr@10", True),
+    ("NDCG@5", "ndcg@5", True),
+    ("NDCG@10", "ndcg@10", True),
+    ("MRR@10", "mrr@10", True),
+    ("Invalid@10", "invalid@10", False),
+    ("Entropy@10", "entropy@10", True),  # shown as "raw (normalised)"; best judged on the raw value
+    ("Coverage@10", "coverage@10", True),
+)
+INFO_COLUMNS: tuple[str, ...] = ("Params", "Train time", "Eval users/s", "Commit")
+DECIMALS = 4
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def load_results(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
+    """Every ``*.json`` under ``results_dir/dataset``, sorted by file name.
+
+    Each returned record gets a ``"_source"`` key holding its file name. A file that is not valid JSON, is not a
+    JSON object, or lacks ``"model"`` or ``"metrics"`` (or whose ``"metrics"`` is not an object) raises
+    ``ValueError`` naming the file and the problem. A missing dataset folder raises ``FileNotFoundError``.
+    """
+    folder = Path(results_dir) / dataset
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no results folder for dataset {dataset!r}: {folder}")
+    records = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.name):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a valid result JSON file ({e})") from e
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: a result file must hold a JSON object, found {type(record).__name__}")
+        for key in ("model", "metrics"):
+            if key not in record:
+                raise ValueError(f"{path}: missing key {key!r}")
+        if not isinstance(record["metrics"], dict):
+            raise ValueError(f"{path}: key 'metrics' must be an object, found {type(record['metrics']).__name__}")
+        record["_source"] = path.name
+        records.append(record)
+    return records
+
+
+def find_datasets(results_dir: Path) -> list[str]:
+    """Names of the sub-folders of ``results_dir`` that hold at least one ``*.json``, sorted."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    return sorted(p.name for p in results_dir.iterdir() if p.is_dir() and any(p.glob("*.json")))
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for anything missing, non-numeric or non-finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _metric(record: dict[str, Any], key: str) -> float | None:
+    metrics = record.get("metrics")
+    return _number(metrics.get(key)) if isinstance(metrics, dict) else None
+
+
+def _fmt(value: float | None, decimals: int = DECIMALS) -> str:
+    return MISSING if value is None else f"{value:.{decimals}f}"
+
+
+def _fmt_params(value: Any) -> str:
+    n = _number(value)
+    if n is None:
+        return MISSING
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{int(n)}"
+
+
+def _fmt_seconds(value: Any) -> str:
+    s = _number(value)
+    if s is None:
+        return MISSING
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _fmt_rate(value: Any) -> str:
+    r = _number(value)
+    if r is None:
+        return MISSING
+    return f"{r:,.0f}" if r >= 100 else f"{r:.1f}"
+
+
+def _fmt_commit(git: Any) -> str:
+    if not isinstance(git, dict) or not git.get("commit"):
+        return MISSING
+    return str(git["commit"])[:8] + ("+dirty" if git.get("dirty") else "")
+
+
+def _cell(text: Any) -> str:
+    """Escape a value for a markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _model_label(record: dict[str, Any]) -> str:
+    model = str(record.get("model"))
+    stem = Path(str(record.get("_source", ""))).stem
+    return model if not stem or stem == model else f"{model} ({stem})"
+
+
+def _sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    v = _metric(record, SORT_METRIC)
+    return (v is None, -(v or 0.0), str(record.get("model")), str(record.get("_source", "")))
+
+
+def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records by NDCG@10 descending (missing last), ties by model name then file name."""
+    return sorted(records, key=_sort_key)
+
+
+def _best_rows(values: list[float | None], higher_is_better: bool) -> set[int]:
+    """Indices holding the best displayed value (compared after rounding, so shown ties are all bold)."""
+    rounded = [None if v is None else round(v, DECIMALS) for v in values]
+    present = [v for v in rounded if v is not None]
+    if not present:
+        return set()
+    best = max(present) if higher_is_better else min(present)
+    return {i for i, v in enumerate(rounded) if v == best}
+
+
+def _config_values(records: list[dict[str, Any]], getter: Callable[[dict[str, Any]], Any]) -> list[Any]:
+    """Distinct non-None values over the records, in a deterministic order."""
+    seen: dict[str, Any] = {}
+    for r in records:
+        try:
+            v = getter(r)
+        except (KeyError, TypeError, AttributeError):
+            v = None
+        if v is not None:
+            seen.setdefault(json.dumps(v, sort_keys=True), v)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _join(values: list[Any], default: str) -> str:
+    if not values:
+        return default
+    return " / ".join(", ".join(str(x) for x in v) if isinstance(v, list) else str(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------------------- pages
+
+
+def _protocol(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The protocol paragraph and any warnings about records evaluated under different settings."""
+    warnings: list[str] = []
+    histories = _config_values(records, lambda r: r["config"]["data"]["max_history"])
+    ks = _config_values(records, lambda r: r["config"]["eval"]["ks"])
+    monitors = _config_values(records, lambda r: (r.get("best_val") or {}).get("monitor")
+                              or r["config"]["trainer"]["monitor"])
+    beams = {}
+    for r in sort_records(records):
+        b = _number(r.get("beam_size"))
+        if b is not None:
+            beams.setdefault(int(b), []).append(str(r.get("model")))
+    if len(histories) > 1:
+        warnings.append(f"records differ in `data.max_history` ({_join(histories, '')}).")
+    if len(ks) > 1:
+        warnings.append(f"records differ in `eval.ks` ({_join(ks, '')}).")
+    if beams:
+        beam_text = "; ".join(f"B = {b} ({', '.join(m)})" for b, m in sorted(beams.items()))
+        beam_text = (f"Generative models rank by their decoder with beam size {beam_text}, K ≤ B enforced; a target "
+                     "outside the returned list is a miss. Models without a beam score every item.")
+    else:
+        beam_text = ("Generative models rank by their decoder (beam size B, default 20, K ≤ B enforced); none of "
+                     "the models on this page uses a beam: each scores every item.")
+    lines = [
+        "## Protocol",
+        "",
+        "Leave-one-out split per user: the last item is the test target, the second-to-last the validation "
+        "target, the rest is training. "
+        f"History is capped at {_join(histories, MISSING)} items. Ranking is over the full item set. {beam_text} "
+        f"Every model is tested at its best-validation checkpoint (monitor: {_join(monitors, MISSING)}). "
+        f"Cut-offs K = {_join(ks, MISSING)}; the table shows K = 5 and 10.",
+        "",
+        "- **HR@K**: share of test users whose target is in the top K (= Recall@K with one target).",
+        "- **NDCG@K**: 1 / log2(rank + 1) when the target is in the top K (rank from 1), else 0; averaged.",
+        "- **MRR@K**: 1 / rank when the target is in the top K, else 0; averaged.",
+        "- **Invalid@K**: share of the top-K slots that are invalid SIDs, duplicates or empty (counted as misses; "
+        "lower is better).",
+        "- **Entropy@K**: Shannon entropy (natural log) of the item-exposure distribution over all users' top-K "
+        "lists, shown as raw (normalised by ln |items|).",
+        "- **Coverage@K**: distinct items in all users' top-K lists / all items.",
+    ]
+    return "\n".join(lines), warnings
+
+
+def _dataset_facts(dataset: str, records: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    warnings: list[str] = []
+    hashes: dict[str, list[str]] = {}
+    counts = _config_values(records, lambda r: r["dataset_manifest"]["counts"])
+    sources = _config_values(records, lambda r: r["dataset_manifest"]["source"])
+    test_users = _config_values(records, lambda r: r["test_users"])
+    for r in records:
+        h = (r.get("dataset_manifest") or {}).get("content_hash")
+        hashes.setdefault(str(h) if h else MISSING, []).append(str(r.get("_source", r.get("model"))))
+    for r in records:
+        if r.get("dataset") not in (None, dataset):
+            warnings.append(f"`{r.get('_source')}` records dataset {r.get('dataset')!r}, not {dataset!r}.")
+    if len(hashes) > 1:
+        detail = "; ".join(f"`{h[:12]}`: {', '.join(f'`{s}`' for s in srcs)}" for h, srcs in sorted(hashes.items()))
+        warnings.insert(0, "**the records disagree on the dataset content hash, so their figures must not be "
+                        f"compared** ({detail}).")
+    if len(counts) > 1:
+        warnings.append("records disagree on the dataset counts.")
+    if len(test_users) > 1:
+        warnings.append(f"records disagree on the number of test users ({_join(test_users, '')}).")
+    c = counts[0] if len(counts) == 1 and isinstance(counts[0], dict) else {}
+
+    def count(key: str) -> str:
+        n = _number(c.get(key))
+        return MISSING if n is None else f"{int(n):,}"
+
+    hash_text = ", ".join(f"`{h[:12]}`" if h != MISSING else MISSING for h in sorted(hashes))
+    parts = [f"users {count('users')}", f"items {count('items')}", f"interactions {count('interactions')}",
+             f"test users {_join(test_users, MISSING)}", f"content hash {hash_text}"]
+    if sources:
+        parts.append(f"source {_join(sources, MISSING)}")
+    return "**Dataset**: " + "; ".join(parts) + ".", warnings
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    rows = sort_records(records)
+    cells: list[list[str]] = [[_cell(_model_label(r))] for r in rows]
+    for _, key, higher in METRIC_COLUMNS:
+        values = [_metric(r, key) for r in rows]
+        best = _best_rows(values, higher)
+        for i, (r, v) in enumerate(zip(rows, values)):
+            text = _fmt(v)
+            if key.startswith("entropy@") and v is not None:
+                text += f" ({_fmt(_metric(r, key.replace('entropy@', 'entropy_norm@')))})"
+            cells[i].append(f"**{text}**" if i in best else text)
+    for i, r in enumerate(rows):
+        cells[i] += [_fmt_params(r.get("num_parameters")), _fmt_seconds(r.get("train_time_s")),
+                     _fmt_rate(r.get("eval_users_per_s")), _fmt_commit(r.get("git"))]
+    header = ["Model", *(h for h, _, _ in METRIC_COLUMNS), *INFO_COLUMNS]
+    align = [":--"] + ["--:"] * (len(header) - 1)
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(out)
+
+
+def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
+                   plot: str | None = None) -> str:
+    """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, table (best per column bold), footer.
+
+    ``results_link`` is the folder of the result files relative to the page (default ``results/<dataset>``, the
+    default layout); ``plot`` is the file name of a plot beside the page to embed, if one was written.
+    """
+    results_link = results_link if results_link is not None else f"results/{dataset}"
+    parts = [f"# {dataset}: grbench leaderboard", ""]
+    if not records:
+        parts += [f"No result files under `{results_link}/` yet.", ""]
+        return "\n".join(parts)
+    protocol, proto_warnings = _protocol(records)
+    facts, data_warnings = _dataset_facts(dataset, records)
+    parts += [protocol, "", facts, ""]
+    for w in data_warnings + proto_warnings:
+        parts += [f"> ⚠ Warning: {w}", ""]
+    parts += ["## Results", "", f"Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
+              "lowest; the others: highest; ties all bold). — marks a missing value.", "", _table(records), ""]
+    if plot:
+        parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
+    parts += ["---", "", f"Generated from the result JSON files in `{results_link}/` by `grbench leaderboard`; do not "
+              "edit by hand. Rows and their source files:", ""]
+    for r in sort_records(records):
+        src = str(r.get("_source") or f"{r.get('model')}.json")
+        line = f"- {_cell(_model_label(r))}: [`{src}`]({results_link}/{src})"
+        notes = r.get("notes")
+        if isinstance(notes, str) and notes.strip():
+            line += f" ({' '.join(notes.split())})"
+        parts.append(line)
+    parts.append("")
+    return "\n".join(parts)
+
+
+def render_index(summaries: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown for ``leaderboards/README.md``: one row per dataset (models, best by NDCG@10, link to the page)."""
+    lines = ["# grbench leaderboards", "",
+             "One page per dataset, regenerated from `results/<dataset>/*.json` by `grbench leaderboard`. Figures "
+             "are comparable only within a page (same data, split and evaluator).", "",
+             "| Dataset | Models | Best by NDCG@10 | NDCG@10 | Page |", "| :-- | --: | :-- | --: | :-- |"]
+    for dataset in sorted(summaries):
+        records = summaries[dataset]
+        ranked = [r for r in sort_records(records) if _metric(r, SORT_METRIC) is not None]
+        best = ranked[0] if ranked else None
+        hashes = {(r.get("dataset_manifest") or {}).get("content_hash") for r in records}
+        flag = " ⚠ content hashes differ" if len(hashes) > 1 else ""
+        lines.append(f"| {_cell(dataset)} | {len(records)} | {_cell(_model_label(best)) if best else MISSING} | "
+                     f"{_fmt(_metric(best, SORT_METRIC)) if best else MISSING} | "
+                     f"[{_cell(dataset)}.md]({dataset}.md){flag} |")
+    if not summaries:
+        lines.append(f"| {MISSING} | 0 | {MISSING} | {MISSING} | {MISSING} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text (``\\n`` line ends) to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a generated page should be readable like any checked-in file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
+    """Bar chart of NDCG@10 and HR@10 per model (atomic, deterministic PNG); False when matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    rows = sort_records(records)
+    labels = [_model_label(r) for r in rows]
+    fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2.0), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.4
+    for j, (key, name) in enumerate((("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))):
+        ax.bar([i + (j - 0.5) * width for i in range(len(rows))],
+               [float("nan") if _metric(r, key) is None else _metric(r, key) for r in rows], width=width, label=name)
+    ax.set_xticks(list(range(len(rows))))
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", metadata={"Software": None})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | None = None,
+                       plots: bool = True) -> list[Path]:
+    """Regenerate ``out_dir/<dataset>.md`` (and ``.png`` when matplotlib is importable) and ``out_dir/README.md``.
+
+    ``datasets``: the pages to regenerate (default: every dataset folder under ``results_dir`` holding a
+    ``*.json``); a named dataset without a results folder raises ``FileNotFoundError``. The index always lists
+    every dataset found under ``results_dir``. All records are loaded (and validated) before anything is
+    written. Returns the written paths in write order. A skipped plot is logged at INFO level.
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    found = find_datasets(results_dir)
+    targets = sorted(dict.fromkeys(datasets)) if datasets else found
+    loaded = {d: load_results(results_dir, d) for d in sorted(set(found) | set(targets))}
+    link = Path(os.path.relpath(results_dir.resolve(), out_dir.resolve())).as_posix()
+    draw = plots and matplotlib_available()
+    if plots and not draw:
+        log.info("matplotlib is not importable: leaderboard plots skipped")
+    written: list[Path] = []
+    for dataset in targets:
+        records = loaded[dataset]
+        plot_name = None
+        if draw and records:
+            png = out_dir / f"{dataset}.png"
+            if write_plot(png, dataset, records):
+                written.append(png)
+                plot_name = png.name
+        page = out_dir / f"{dataset}.md"
+        write_text_atomic(page, render_dataset(dataset, records, results_link=f"{link}/{dataset}", plot=plot_name))
+        written.append(page)
+    index = out_dir / "README.md"
+    write_text_atomic(index, render_index({d: r for d, r in loaded.items() if r}))
+    written.append(index)
+    return written

@@ -1,0 +1,127 @@
+"""One benchmark run, end to end: data -> model -> Lightning fit (best-validation checkpoint) -> test -> result JSON.
+
+The result record (``<results_dir>/<dataset>/<model>.json``) holds the test and best-validation metrics, the
+resolved config, the dataset manifest (with its content hash), seed, git commit, package versions, hardware,
+training time, evaluation users per second and peak memory, so a figure can be traced to what produced it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from grbench.datamodules.datamodule import SequenceDataModule
+from grbench.datamodules.paths import default_cache_dir
+from grbench.lightning_modules.base import GenerativeRecommender
+from grbench.lightning_modules.registry import get_model_class
+
+from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _path(value: Any, default: Path | None = None) -> Path | None:
+    return Path(str(value)).expanduser() if value not in (None, "") else default
+
+
+def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataModule:
+    d = cfg.data
+    return SequenceDataModule(cfg.dataset, max_history=d.max_history, batch_size=d.batch_size,
+                              eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, seed=cfg.seed,
+                              cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
+                              data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
+                              overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook)
+
+
+def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
+    cls = get_model_class(cfg.model.name)
+    params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
+    if "max_history" in inspect.signature(cls.__init__).parameters:
+        params.setdefault("max_history", cfg.data.max_history)
+    return cls(num_items=num_items, optim=OmegaConf.to_container(cfg.optim, resolve=True),
+               eval=OmegaConf.to_container(cfg.eval, resolve=True), **params)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=t.monitor, mode="max", save_top_k=1,
+                           filename="best-{epoch}", auto_insert_metric_name=False)
+    callbacks: list[Any] = [ckpt]
+    if t.patience is not None:
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
+    if t.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+                        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+                        check_val_every_n_epoch=t.check_val_every_n_epoch,
+                        limit_train_batches=t.limit_train_batches, gradient_clip_val=t.gradient_clip_val,
+                        deterministic=t.deterministic, callbacks=callbacks, enable_progress_bar=bool(t.progress),
+                        logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
+                        use_distributed_sampler=False,  # the datamodule shards: eval must not pad (DESIGN.md)
+                        enable_model_summary=False)
+    return trainer, ckpt
+
+
+def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
+    """Train (if the model trains), test the best-validation checkpoint, and write the result record."""
+    git = git_info(REPO_ROOT)  # taken at the start: the code that ran, not what changed meanwhile
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    cache_dir = _path(cfg.paths.cache_dir, default_cache_dir())
+    run_dir = _path(cfg.paths.runs_dir, cache_dir / "runs") / cfg.dataset / cfg.model.name / stamp
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    model = build_model(cfg, dm.num_items)
+    model.prepare(dm)
+    trainer, ckpt = build_trainer(cfg, run_dir)
+
+    train_time, best_val, epochs = 0.0, None, 0
+    if model.trainable:
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        train_time = time.perf_counter() - start
+        epochs = trainer.current_epoch
+        best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
+        trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path or None, verbose=False)
+    else:
+        trainer.test(model, datamodule=dm, verbose=False)
+    if trainer.global_rank != 0:
+        return {}
+    results = dict(model.test_results)
+    record = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": {k: v for k, v in results.items() if "@" in k},
+        "test_users": int(results["users"]),
+        "best_val": {"monitor": cfg.trainer.monitor, "value": best_val,
+                     "checkpoint": Path(ckpt.best_model_path).name if ckpt.best_model_path else None},
+        "epochs_trained": epochs,
+        "train_time_s": round(train_time, 2),
+        "eval_users_per_s": round(results["eval_users_per_s"], 2),
+        "eval_seconds": round(results["eval_seconds"], 3),
+        "peak_memory": peak_memory_mb(),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "seed": cfg.seed,
+        "beam_size": cfg.eval.beam_size,
+        "dataset_manifest": {k: dm.data.manifest.get(k) for k in ("content_hash", "counts", "source", "params")},
+        "git": git,
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if write:
+        path = _path(cfg.paths.results_dir) / cfg.dataset / f"{cfg.result_name or cfg.model.name}.json"
+        write_json_atomic(path, record)
+        record["_path"] = str(path)
+    return record
