@@ -30,4 +30,6 @@ class Pop(GenerativeRecommender):
     def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         # stable sort on -count: equal counts keep ascending item id order
         order = torch.sort(-self.counts, stable=True).indices[:k]
+        if len(order) < k:  # fewer items than slots: the rest are empty (-1)
+            order = torch.cat([order, order.new_full((k - len(order),), -1)])
         return order.unsqueeze(0).expand(len(batch["target"]), -1)

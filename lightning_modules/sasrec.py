@@ -61,4 +61,7 @@ class SASRec(GenerativeRecommender):
         return F.cross_entropy(self.scores(batch), batch["target"])
 
     def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-        return self.scores(batch).topk(k, dim=1).indices
+        top = self.scores(batch).topk(min(k, self.num_items), dim=1).indices
+        if top.shape[1] < k:  # fewer items than slots: the rest are empty (-1)
+            top = torch.cat([top, top.new_full((top.shape[0], k - top.shape[1]), -1)], dim=1)
+        return top

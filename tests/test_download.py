@@ -53,8 +53,8 @@ class Server:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                outer.bytes_sent += len(body)  # counted before writing: the client may finish first
                 self.wfile.write(body)
-                outer.bytes_sent += len(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/"
