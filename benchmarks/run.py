@@ -44,8 +44,11 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
     cls = get_model_class(cfg.model.name)
     params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
-    if "max_history" in inspect.signature(cls.__init__).parameters:
+    accepted = inspect.signature(cls.__init__).parameters
+    if "max_history" in accepted:
         params.setdefault("max_history", cfg.data.max_history)
+    if "seed" in accepted:
+        params.setdefault("seed", cfg.seed)
     return cls(num_items=num_items, optim=OmegaConf.to_container(cfg.optim, resolve=True),
                eval=OmegaConf.to_container(cfg.eval, resolve=True), **params)
 
@@ -59,10 +62,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheck
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
-    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+    trainer = L.Trainer(max_epochs=t.max_epochs, max_time=t.get("max_time"), accelerator=t.accelerator, devices=t.devices,
                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
                         check_val_every_n_epoch=t.check_val_every_n_epoch,
-                        limit_train_batches=t.limit_train_batches, gradient_clip_val=t.gradient_clip_val,
+                        limit_train_batches=t.limit_train_batches, limit_val_batches=t.get("limit_val_batches"),
+                        gradient_clip_val=t.gradient_clip_val,
                         deterministic=t.deterministic, callbacks=callbacks, enable_progress_bar=bool(t.progress),
                         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
                         use_distributed_sampler=False,  # the datamodule shards: eval must not pad (DESIGN.md)
@@ -113,7 +117,8 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "peak_memory": peak_memory_mb(),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "seed": cfg.seed,
-        "beam_size": cfg.eval.beam_size,
+        "beam_size": model.beam_size,
+        "model_info": model.result_extras,
         "dataset_manifest": {k: dm.data.manifest.get(k) for k in ("content_hash", "counts", "source", "params")},
         "git": git,
         "packages": package_versions(),

@@ -41,6 +41,8 @@ class GenerativeRecommender(L.LightningModule):
         self.val_metrics = RankingMetrics(self.num_items, self.ks)
         self.test_metrics = RankingMetrics(self.num_items, self.ks)
         self.test_results: dict[str, float] = {}
+        #: model-specific facts for the result record (e.g. the tokenizer's codebook usage and collisions)
+        self.result_extras: dict[str, Any] = {}
         self._test_started = 0.0
 
     # ---------------------------------------------------------------- to implement

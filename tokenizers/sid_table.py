@@ -2,9 +2,9 @@
 
 A table holds ``codes`` [num_items, levels] (int, code ``c`` at level ``l`` is the token ``<{letter_l}_{c}>`` in
 the LC-Rec / LETTER convention, letters a, b, c, ...) and the codebook size of each level. It reports collisions
-(items sharing a full code tuple: a table must be one-to-one before decoding can map SIDs back to items) and
-per-level codebook usage. Published tokenizations, e.g. ../shared/data/beauty/Beauty.index.json, load with
-``SIDTable.from_tokens``.
+(items sharing a full code tuple: a table must be one-to-one before decoding can map SIDs back to items),
+per-level codebook usage and perplexity. Published tokenizations, e.g. ../shared/data/beauty/Beauty.index.json,
+load with ``SIDTable.from_tokens``.
 """
 from __future__ import annotations
 
@@ -72,3 +72,13 @@ class SIDTable:
     def codebook_usage(self) -> list[float]:
         """Fraction of each level's codes used by at least one item."""
         return [len(np.unique(self.codes[:, lvl])) / size for lvl, size in enumerate(self.codebook_sizes)]
+
+    def perplexity(self) -> list[float]:
+        """Per level, ``exp`` of the Shannon entropy (natural log) of the code distribution over items: the
+        effective number of codes in use (1 when every item has the same code, ``K`` when ``K`` codes are used
+        equally often)."""
+        out = []
+        for lvl in range(self.levels):
+            p = np.unique(self.codes[:, lvl], return_counts=True)[1] / self.num_items
+            out.append(float(np.exp(-(p * np.log(p)).sum())))
+        return out

@@ -1,0 +1,80 @@
+"""One entry point from a model's ``tokenizer`` config to the SID table it decodes into.
+
+``kind`` selects the source of the semantic IDs:
+
+- ``rq_vae`` / ``rq_kmeans`` / ``opq`` / ``pq``: item text -> embeddings (``text_encoder``, cached) -> a fitted item
+  tokenizer (``item_tokenizer.fit_sid_table``, cached) -> collision rule -> one-to-one table;
+- ``published``: a given LC-Rec ``X.index.json`` (``index_file``, default: the dataset's own index file), so that
+  models can be compared on a fixed tokenization;
+- ``random``: uniformly random distinct code tuples, the "random ID" ablation of TIGER (Rajput et al. 2023, §4.3).
+
+Returns the table and a report (codebook usage, per-level perplexity, collision rate) for the result record.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grbench.tokenizers.sid_table import SIDTable
+
+LEARNED = ("rq_vae", "rq_kmeans", "opq", "pq")
+
+
+def random_table(num_items: int, levels: int, codebook_size: int, seed: int) -> SIDTable:
+    """Distinct uniformly random code tuples (needs ``codebook_size ** levels >= num_items``)."""
+    space = codebook_size ** levels
+    if space < num_items:
+        raise ValueError(f"tokenizer: {levels} levels of {codebook_size} codes give {space} SIDs for {num_items} items")
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(space, size=num_items, replace=False) if space <= 10 ** 8 else _distinct(rng, space, num_items)
+    codes = np.stack([(flat // codebook_size ** (levels - 1 - lvl)) % codebook_size for lvl in range(levels)], 1)
+    return SIDTable(codes.astype(np.int64), (codebook_size,) * levels)
+
+
+def _distinct(rng: np.random.Generator, space: int, n: int) -> np.ndarray:
+    seen: dict[int, None] = {}
+    while len(seen) < n:
+        for v in rng.integers(0, space, size=n):
+            seen.setdefault(int(v))
+    return np.fromiter(seen, dtype=np.int64)[:n]
+
+
+def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, seed: int) -> tuple[SIDTable, dict]:
+    """The one-to-one SID table of ``dataset``'s items under the tokenizer config ``cfg`` (see module docstring)."""
+    from grbench.tokenizers.item_tokenizer import fit_sid_table, tokenization_report
+
+    kind = str(cfg.get("kind", "rq_vae"))
+    params = dict(cfg.get("params") or {})
+    collision = str(cfg.get("collision", "extra_level"))
+    if kind == "published":
+        from grbench.tokenizers.published import load_published_index
+
+        path = cfg.get("index_file") or (dataset.manifest.get("lcrec") or {}).get("index")
+        if not path:
+            raise ValueError(f"tokenizer.kind=published: dataset {dataset.name!r} has no X.index.json; "
+                             "set tokenizer.index_file")
+        table = load_published_index(path, dataset.num_items)
+        raw = table.codes
+        if not table.is_one_to_one():
+            from grbench.tokenizers.item_tokenizer import resolve_collisions
+
+            codes, sizes = resolve_collisions(table.codes, table.codebook_sizes, collision)
+            table = SIDTable(codes, sizes)
+        report = tokenization_report(raw, table)
+        report["source"] = str(path)
+    elif kind == "random":
+        table = random_table(dataset.num_items, int(params.get("levels", 3)), int(params.get("codebook_size", 256)),
+                             seed)
+        report = tokenization_report(table.codes, table)
+    elif kind in LEARNED:
+        from grbench.tokenizers.text_encoder import embed_items
+
+        embeddings = embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache"))
+        table, report = fit_sid_table(embeddings, kind, params, collision, seed,
+                                      Path(cache_dir) / "tokenizers" if cache_dir else None)
+    else:
+        raise ValueError(f"tokenizer.kind: unknown {kind!r} (known: {', '.join(LEARNED + ('published', 'random'))})")
+    report = {"kind": kind, "collision_rule": collision, **report}
+    return table, report
