@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     cache_dir = _path(cfg.paths.cache_dir, default_cache_dir())
-    run_dir = _path(cfg.paths.runs_dir, cache_dir / "runs") / cfg.dataset / cfg.model.name / stamp
+    name = cfg.result_name or cfg.model.name
+    run_dir = _path(cfg.paths.runs_dir, cache_dir / "runs") / cfg.dataset / name / f"{stamp}-{os.getpid()}"
 
     dm = build_datamodule(cfg)
     dm.prepare_data()
