@@ -142,6 +142,16 @@ def test_pooling_and_normalize_options(tiny_bert: Path) -> None:
         TextEncoder(str(tiny_bert), pooling="sum")
 
 
+def test_lasttoken_pooling_takes_the_last_real_token(tiny_bert: Path) -> None:
+    """Last-token pooling (decoder-only embedders such as Qwen3-Embedding): padding never chosen."""
+    enc = TextEncoder(str(tiny_bert), pooling="lasttoken", normalize=False)
+    batch = enc.encode([LONG, SHORT], progress=False)
+    with torch.inference_mode():
+        ids = enc.tokenizer([SHORT], return_tensors="pt")
+        last = enc.model(**ids).last_hidden_state[0, -1].numpy()
+    np.testing.assert_allclose(batch[1], last, atol=1e-5)
+
+
 def test_sentence_transformers_layout_is_followed(tmp_path: Path, tiny_bert: Path) -> None:
     """modules.json: Transformer in a subfolder -> CLS pooling -> Dense(tanh) -> Normalize, as sentence-transformers."""
     import shutil

