@@ -304,6 +304,11 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += [f"> ⚠ Warning: {w}", ""]
     parts += ["## Results", "", f"Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
               "lowest; the others: highest; ties all bold). — marks a missing value.", "", _table(records), ""]
+    model_notes = [(r, (r.get("model_info") or {}).get("leaderboard_note")) for r in sort_records(records)]
+    model_notes = [(r, n) for r, n in model_notes if isinstance(n, str) and n.strip()]
+    if model_notes:
+        parts += ["Model notes (from each result's `model_info`):", ""]
+        parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["---", "", f"Generated from the result JSON files in `{results_link}/` by `grbench leaderboard`; do not "

@@ -8,7 +8,9 @@
   models can be compared on a fixed tokenization;
 - ``random``: uniformly random distinct code tuples, the "random ID" ablation of TIGER (Rajput et al. 2023, §4.3).
 
-Returns the table and a report (codebook usage, per-level perplexity, collision rate) for the result record.
+``collision: keep`` leaves shared SIDs as they are: for models that score items rather than decode SIDs into
+them (RPG's long unordered IDs), two items with one SID are simply tied. Returns the table and a report (codebook
+usage, per-level perplexity, collision rate) for the result record.
 """
 from __future__ import annotations
 
@@ -72,8 +74,16 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
         from grbench.tokenizers.text_encoder import embed_items
 
         embeddings = embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache"))
-        table, report = fit_sid_table(embeddings, kind, params, collision, seed,
-                                      Path(cache_dir) / "tokenizers" if cache_dir else None)
+        if collision == "keep":
+            from grbench.tokenizers.item_tokenizer import build_tokenizer
+
+            tokenizer = build_tokenizer(kind, **params).fit(embeddings, seed=seed)
+            codes = tokenizer.encode(embeddings)
+            table = SIDTable(codes, tokenizer.codebook_sizes)
+            report = tokenization_report(codes, table)
+        else:
+            table, report = fit_sid_table(embeddings, kind, params, collision, seed,
+                                          Path(cache_dir) / "tokenizers" if cache_dir else None)
     else:
         raise ValueError(f"tokenizer.kind: unknown {kind!r} (known: {', '.join(LEARNED + ('published', 'random'))})")
     report = {"kind": kind, "collision_rule": collision, **report}
