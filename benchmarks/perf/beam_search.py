@@ -81,7 +81,7 @@ def run(users: int = 64, beams: int = 20, threads: int = 1, repeats: int = 3, ch
     torch.manual_seed(seed)
     num_items = 12101
     table, table_name = _table(index, num_items, seed)
-    model = TIGER(num_items, seed=seed, eval={"beam_size": beams})
+    model = TIGER(num_items, seed=seed, eval={"beam_size": beams, "ks": [k for k in (1, 5, 10, 20) if k <= beams]})
     model.setup_table(table)
     if checkpoint:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
