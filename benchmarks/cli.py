@@ -40,8 +40,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         d.add_column(col)
     for name in list_datasets():
         spec = get_spec(name)
-        pc = getattr(spec, "published_counts", None) or {}
-        counts = " / ".join(f"{pc[k]:,}" for k in ("users", "items", "interactions") if k in pc) or "—"
+        pc = spec.published
+        counts = f"{pc.users:,} / {pc.items:,} / {pc.interactions:,} ({pc.source})" if pc else "—"
         d.add_row(name, str(spec.source), counts)
     console.print(d)
     return 0
