@@ -285,6 +285,25 @@ def _table(records: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _model_note(info: dict[str, Any]) -> str:
+    """One line from a result's ``model_info``: the tokenizer's shape and quality, then the model's own note."""
+    parts = []
+    tok = info.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("codebook_sizes"):
+        sizes = tok["codebook_sizes"]
+        shape = (f"{len(sizes)} x {sizes[0]}" if len(set(sizes)) == 1
+                 else " + ".join(str(s) for s in sizes))
+        ppl = tok.get("perplexity") or []
+        parts.append(f"SIDs {tok.get('kind', '?')} ({shape} codes, collisions {tok.get('collision_rule', '?')}): "
+                     f"raw collision rate {float(tok.get('collision_rate', 0)):.1%}"
+                     + (f", level perplexity {' / '.join(f'{p:.0f}' for p in ppl)}" if 0 < len(ppl) <= 6 else "")
+                     + (f", mean level perplexity {sum(ppl) / len(ppl):.0f}" if len(ppl) > 6 else ""))
+    note = info.get("leaderboard_note")
+    if isinstance(note, str) and note.strip():
+        parts.append(" ".join(note.split()))
+    return "; ".join(parts)
+
+
 def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
                    plot: str | None = None) -> str:
     """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, table (best per column bold), footer.
@@ -304,8 +323,8 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += [f"> ⚠ Warning: {w}", ""]
     parts += ["## Results", "", f"Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
               "lowest; the others: highest; ties all bold). — marks a missing value.", "", _table(records), ""]
-    model_notes = [(r, (r.get("model_info") or {}).get("leaderboard_note")) for r in sort_records(records)]
-    model_notes = [(r, n) for r, n in model_notes if isinstance(n, str) and n.strip()]
+    model_notes = [(r, _model_note(r.get("model_info") or {})) for r in sort_records(records)]
+    model_notes = [(r, n) for r, n in model_notes if n]
     if model_notes:
         parts += ["Model notes (from each result's `model_info`):", ""]
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]

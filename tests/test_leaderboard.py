@@ -246,3 +246,21 @@ def test_plot_is_deterministic_when_matplotlib_present(tmp_path: Path) -> None:
     lb.write_leaderboards(results, tmp_path)
     assert png.read_bytes() == first
     assert "![NDCG@10 and HR@10 per model](toy.png)" in (tmp_path / "toy.md").read_text(encoding="utf-8")
+
+
+def test_model_notes_from_tokenizer_report_and_model_note(tmp_path: Path) -> None:
+    tok = {"kind": "rq_vae", "collision_rule": "extra_level", "codebook_sizes": [256, 256, 256, 7],
+           "collision_rate": 0.0425, "perplexity": [180.2, 150.0, 120.4, 1.5]}
+    long = {"kind": "opq", "collision_rule": "keep", "codebook_sizes": [256] * 32, "collision_rate": 0.0,
+            "perplexity": [200.0] * 32}
+    records = [_fixture_record("alpha", FIXTURE_ALPHA, model_info={"tokenizer": tok}),
+               _fixture_record("beta", FIXTURE_BETA, model_info={"tokenizer": long, "leaderboard_note": "graph  gap"}),
+               _fixture_record("gamma", FIXTURE_GAMMA)]
+    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, records), DATASET))
+    notes = page.split("Model notes")[1].split("\n\n")[1].splitlines()
+    assert notes == [
+        "- beta: SIDs opq (32 x 256 codes, collisions keep): raw collision rate 0.0%, mean level perplexity 200; "
+        "graph gap",
+        "- alpha: SIDs rq_vae (256 + 256 + 256 + 7 codes, collisions extra_level): raw collision rate 4.2%, "
+        "level perplexity 180 / 150 / 120 / 2"]
+    assert "- gamma:" not in page.split("Model notes")[1].split("---")[0]
