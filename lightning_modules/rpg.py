@@ -55,7 +55,8 @@ class RPG(GenerativeRecommender):
         super().__init__(num_items, **kwargs)
         self.gpt_cfg = GPT2Config(n_embd=d_model, n_layer=num_layers, n_head=num_heads, n_inner=d_ff,
                                   n_positions=max_history, activation_function="gelu_new", embd_pdrop=dropout,
-                                  attn_pdrop=dropout, resid_pdrop=resid_dropout, vocab_size=1)
+                                  attn_pdrop=dropout, resid_pdrop=resid_dropout, vocab_size=1,
+                                  bos_token_id=None, eos_token_id=None)  # items enter as embeddings: no vocabulary
         self.d_model, self.temperature, self.max_history, self.seed = d_model, temperature, max_history, seed
         self.tokenizer_cfg = dict(tokenizer or {"kind": "opq", "collision": "keep",
                                                 "params": {"num_subvectors": 32, "codebook_size": 256}})
