@@ -19,13 +19,16 @@ PACKAGES = ("grbench", "torch", "lightning", "torchmetrics", "transformers", "pe
 
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:
-    """Commit hash and whether the work tree had uncommitted changes (None when not a git checkout)."""
+    """Commit hash and whether the code had uncommitted changes (None when not a git checkout). Changes under
+    ``leaderboards/`` are outputs, not code: a multi-model bench writes one model's result before the next starts,
+    and that must not mark the next record dirty."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)leaderboards"], cwd=repo, capture_output=True, text=True,
+                                    check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
