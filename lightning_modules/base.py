@@ -131,3 +131,27 @@ class GenerativeRecommender(L.LightningModule):
             raise ValueError(f"optim.scheduler: unknown scheduler {cfg['scheduler']!r} (none, cosine, inverse_sqrt, linear)")
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class SemanticIDRecommender(GenerativeRecommender):
+    """Base of the models that work on semantic IDs (TIGER, RPG, the LLM models): ``prepare`` builds the SID table
+    from the model's ``tokenizer`` config (``grbench.tokenizers.build``, cached) and records the tokenizer report in
+    the result; a subclass sets ``tokenizer_cfg`` and ``seed`` and implements ``setup_table(table)``."""
+
+    tokenizer_cfg: dict[str, Any]
+    seed: int
+
+    def prepare(self, datamodule: Any) -> None:
+        from grbench.tokenizers.build import build_sid_table
+
+        table, report = build_sid_table(datamodule.data, self.tokenizer_cfg, datamodule.cache_dir, self.seed)
+        self.setup_table(table)
+        self.result_extras["tokenizer"] = report
+
+    def setup_table(self, table: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement setup_table(table)")
+
+    def check_table(self, table: Any) -> None:
+        """The table must cover exactly the dataset's items."""
+        if table.num_items != self.num_items:
+            raise ValueError(f"SID table has {table.num_items} items, the dataset {self.num_items}")

@@ -33,13 +33,13 @@ from transformers import GPT2Config, GPT2Model
 
 from grbench.tokenizers.sid_table import SIDTable
 
-from .base import GenerativeRecommender
+from .base import SemanticIDRecommender
 from .evaluator import RankingMetrics
 
 DEFAULT_DECODING = {"mode": "graph", "beam": 50, "edges": 50, "steps": 3, "chunk": 1024}
 
 
-class RPG(GenerativeRecommender):
+class RPG(SemanticIDRecommender):
     """Parallel prediction of every SID digit; exact or graph-constrained ranking."""
 
     def __init__(self, num_items: int, d_model: int = 448, num_layers: int = 2, num_heads: int = 4,
@@ -64,18 +64,10 @@ class RPG(GenerativeRecommender):
         self._timing = {"graph": 0.0, "exact": 0.0, "visited": 0.0, "users": 0.0}
         self.adjacency: torch.Tensor | None = None
 
-    # ---------------------------------------------------------------- set-up from the data
-    def prepare(self, datamodule: Any) -> None:
-        from grbench.tokenizers.build import build_sid_table
-
-        table, report = build_sid_table(datamodule.data, self.tokenizer_cfg, datamodule.cache_dir, self.seed)
-        self.setup_table(table)
-        self.result_extras["tokenizer"] = report
-
+    # ---------------------------------------------------------------- set-up from the data (prepare: base)
     def setup_table(self, table: SIDTable) -> None:
         """Token tables and network for ``table`` (``m`` digits; codes of digit j are tokens j * K + code + 1)."""
-        if table.num_items != self.num_items:
-            raise ValueError(f"SID table has {table.num_items} items, the dataset {self.num_items}")
+        self.check_table(table)
         if len(set(table.codebook_sizes)) != 1:
             raise ValueError(f"RPG needs one codebook size for every digit, got {table.codebook_sizes}")
         self.digits, self.codebook = table.levels, table.codebook_sizes[0]

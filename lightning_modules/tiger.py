@@ -20,13 +20,13 @@ from transformers import T5Config, T5ForConditionalGeneration
 from grbench.tokenizers.prefix_constraint import PrefixConstraint
 from grbench.tokenizers.sid_table import SIDTable
 
-from .base import GenerativeRecommender
+from .base import SemanticIDRecommender
 from .beam_search import T5SharedStepper, constrained_beam_search
 
 PAD, EOS, SPECIAL = 0, 1, 2
 
 
-class TIGER(GenerativeRecommender):
+class TIGER(SemanticIDRecommender):
     """T5 over semantic IDs; ``prepare`` builds the SID table (tokenizer) and the network from the data."""
 
     def __init__(self, num_items: int, d_model: int = 128, num_layers: int = 4, num_decoder_layers: int = 4,
@@ -42,19 +42,10 @@ class TIGER(GenerativeRecommender):
         self.tokenizer_cfg = dict(tokenizer or {"kind": "rq_vae"})
         self.t5: T5ForConditionalGeneration | None = None
 
-    # ---------------------------------------------------------------- set-up from the data
-    def prepare(self, datamodule: Any) -> None:
-        """Tokenise the items (cached), then build the T5 whose vocabulary the SID table defines."""
-        from grbench.tokenizers.build import build_sid_table
-
-        table, report = build_sid_table(datamodule.data, self.tokenizer_cfg, datamodule.cache_dir, self.seed)
-        self.setup_table(table)
-        self.result_extras["tokenizer"] = report
-
+    # ---------------------------------------------------------------- set-up from the data (prepare: base)
     def setup_table(self, table: SIDTable) -> None:
         """Build the vocabulary, constraint and network for ``table`` (also used by tests and benchmarks)."""
-        if table.num_items != self.num_items:
-            raise ValueError(f"SID table has {table.num_items} items, the dataset {self.num_items}")
+        self.check_table(table)
         sizes = torch.tensor(table.codebook_sizes)
         offsets = SPECIAL + torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
         tokens = torch.from_numpy(table.codes) + offsets                     # [N, L] vocabulary ids
