@@ -35,11 +35,17 @@ def _path(value: Any, default: Path | None = None) -> Path | None:
 
 def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataModule:
     d = cfg.data
+    train_samples = str(d.get("train_samples", "prefix"))
+    if train_samples == "sequence" and cfg.model.name and \
+            not getattr(get_model_class(cfg.model.name), "sequence_training", False):
+        raise ValueError(f"data.train_samples=sequence: model {cfg.model.name!r} does not train on packed "
+                         "sequences (it would see only each window's last target); use data.train_samples=prefix")
     return SequenceDataModule(cfg.dataset, max_history=d.max_history, batch_size=d.batch_size,
                               eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, seed=cfg.seed,
                               cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
-                              overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook)
+                              overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
+                              train_samples=train_samples)
 
 
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:

@@ -3,7 +3,13 @@
 Protocol (../shared/DESIGN.md): for a user sequence ``s`` of length ``n`` the last item is the test target, the
 second-to-last the validation target and ``s[:n-2]`` the training part; training samples are every prefix of the
 training part (``s[:t] -> s[t]`` for ``1 <= t <= n-3``); histories are capped at the ``max_history`` most recent
-items. Evaluation counts every user exactly once, also under DDP: the evaluation sampler shards users across
+items.
+
+``train_samples="sequence"`` gives the same (history, target) pairs packed for causal models that predict at every
+position in one forward pass (SASRec-style, RPG's reference code): one window per user whose every position is a
+target, plus, for training parts longer than ``max_history + 1``, one window per later target with only its last
+position counted. A batch then also carries ``targets`` [B, max_history]: the item that follows each history
+position, ``PAD`` where that position is not a target. The pairs are exactly the prefix samples' pairs. Evaluation counts every user exactly once, also under DDP: the evaluation sampler shards users across
 ranks without the padding that ``DistributedSampler`` adds.
 
 A batch is a dict of tensors: ``user`` [B], ``history`` [B, max_history] (item ids, left-padded with ``PAD``
@@ -42,6 +48,40 @@ class PrefixSamples(Dataset):
         u, t = int(self.users[i]), int(self.ends[i])
         seq = self.sequences[u]
         return u, seq[max(0, t - self.max_history):t], int(seq[t])
+
+
+class SequenceSamples(Dataset):
+    """Packed windows over the training parts: ``(user, history, last target, per-position targets)``."""
+
+    def __init__(self, sequences: list[np.ndarray], max_history: int) -> None:
+        self.sequences, self.max_history = sequences, max_history
+        users, ends, full = [], [], []
+        for u, s in enumerate(sequences):
+            n_train = len(s) - 2                       # training part s[:n-2]; targets at positions 1..n-3
+            if n_train < 2:
+                continue
+            first = min(n_train - 1, max_history)      # window s[0:first] -> s[1:first+1], every position counted
+            users.append(u), ends.append(first), full.append(True)
+            for t in range(first + 1, n_train):        # later targets: one window each, last position only
+                users.append(u), ends.append(t), full.append(False)
+        self.users = np.asarray(users, dtype=np.int64)
+        self.ends = np.asarray(ends, dtype=np.int64)
+        self.full = np.asarray(full, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, int, np.ndarray]:
+        u, t = int(self.users[i]), int(self.ends[i])
+        seq = self.sequences[u]
+        start = max(0, t - self.max_history)
+        targets = seq[start + 1:t + 1].copy()
+        if not self.full[i]:
+            targets[:-1] = PAD
+        return u, seq[start:t], int(seq[t]), targets
+
+    def num_targets(self) -> int:
+        return int(sum(min(int(t), self.max_history) if f else 1 for t, f in zip(self.ends, self.full)))
 
 
 def split_indices(sequences: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -90,12 +130,17 @@ class Collate:
         self.max_history = max_history
         self.batch_hook = batch_hook
 
-    def __call__(self, samples: list[tuple[int, np.ndarray, int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[tuple]) -> dict[str, torch.Tensor]:
         hist = np.full((len(samples), self.max_history), PAD, dtype=np.int64)
         lens = np.zeros(len(samples), dtype=np.int64)
-        for i, (_, h, _) in enumerate(samples):
+        packed = len(samples[0]) == 4 if samples else False
+        targets = np.full((len(samples), self.max_history), PAD, dtype=np.int64) if packed else None
+        for i, sample in enumerate(samples):
+            h = sample[1]
             if len(h):
                 hist[i, -len(h):] = h
+                if targets is not None:
+                    targets[i, -len(h):] = sample[3]
             lens[i] = len(h)
         batch = {
             "user": torch.tensor([s[0] for s in samples], dtype=torch.long),
@@ -103,6 +148,8 @@ class Collate:
             "history_len": torch.from_numpy(lens),
             "target": torch.tensor([s[2] for s in samples], dtype=torch.long),
         }
+        if targets is not None:
+            batch["targets"] = torch.from_numpy(targets)
         return self.batch_hook(batch) if self.batch_hook is not None else batch
 
 
@@ -113,10 +160,13 @@ class SequenceDataModule(L.LightningDataModule):
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
                  cache_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  raw_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                 batch_hook: BatchHook | None = None) -> None:
+                 batch_hook: BatchHook | None = None, train_samples: str = "prefix") -> None:
         super().__init__()
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
+        if train_samples not in ("prefix", "sequence"):
+            raise ValueError(f"data.train_samples must be 'prefix' or 'sequence', got {train_samples!r}")
+        self.train_samples = train_samples
         self.dataset_name = dataset if isinstance(dataset, str) else dataset.name
         self.data: ProcessedDataset | None = None if isinstance(dataset, str) else dataset
         self.max_history = max_history
@@ -125,7 +175,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.cache_dir, self.data_dir, self.raw_dir = cache_dir, data_dir, raw_dir
         self.overrides = dict(overrides or {})
         self.batch_hook = batch_hook
-        self.splits: dict[str, PrefixSamples] = {}
+        self.splits: dict[str, Dataset] = {}
 
     # ---------------------------------------------------------------- Lightning hooks
     def _prepare(self) -> ProcessedDataset:
@@ -147,6 +197,8 @@ class SequenceDataModule(L.LightningDataModule):
             self.data.validate()
             for name, (users, ends) in split_indices(self.data.sequences).items():
                 self.splits[name] = PrefixSamples(self.data.sequences, users, ends, self.max_history)
+            if self.train_samples == "sequence":
+                self.splits["train"] = SequenceSamples(self.data.sequences, self.max_history)
 
     # ---------------------------------------------------------------- facts models need
     @property

@@ -25,6 +25,8 @@ class GenerativeRecommender(L.LightningModule):
 
     #: False for models with nothing to train (the runner then skips ``fit``), e.g. popularity.
     trainable: ClassVar[bool] = True
+    #: True for models whose ``training_loss`` uses a packed batch's ``targets`` (``data.train_samples=sequence``)
+    sequence_training: ClassVar[bool] = False
 
     def __init__(self, num_items: int, optim: dict[str, Any] | None = None,
                  eval: dict[str, Any] | None = None, **_: Any) -> None:

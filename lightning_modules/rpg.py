@@ -42,6 +42,8 @@ DEFAULT_DECODING = {"mode": "graph", "beam": 50, "edges": 50, "steps": 3, "chunk
 class RPG(SemanticIDRecommender):
     """Parallel prediction of every SID digit; exact or graph-constrained ranking."""
 
+    sequence_training = True        # trains on packed windows (every position a target) as the reference code
+
     def __init__(self, num_items: int, d_model: int = 448, num_layers: int = 2, num_heads: int = 4,
                  d_ff: int = 1024, dropout: float = 0.5, resid_dropout: float = 0.0, temperature: float = 0.07,
                  max_history: int = 20, tokenizer: dict[str, Any] | None = None,
@@ -85,16 +87,26 @@ class RPG(SemanticIDRecommender):
         self.head_b1 = nn.Parameter(torch.zeros(self.digits, self.d_model))
 
     # ---------------------------------------------------------------- model
-    def digit_logits(self, history: torch.Tensor) -> torch.Tensor:
-        """[B, H] left-padded item ids -> [B, m, K] temperature-scaled cosine logits (Eq. 3)."""
+    def hidden_states(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, H] left-padded item ids -> [B, H, d] causal transformer states (each position sees its past)."""
         history = history[:, -self.max_history:]
         mask = (history >= 0).long()
-        x = self.token_emb(self.item_tokens[history + 1]).mean(2)                        # [B, H, d] (§3.2)
+        bags = self.item_tokens[history + 1].flatten(0, 1)                               # [B*H, m] digit tokens
+        x = F.embedding_bag(bags, self.token_emb.weight, mode="mean", padding_idx=0)    # mean, unmaterialised
+        x = x.view(*history.shape, self.d_model)                                         # [B, H, d] (§3.2)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        h = self.gpt(inputs_embeds=x, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
-        heads = h.unsqueeze(1) + F.silu(torch.einsum("bd,mde->bme", h, self.head_w1) + self.head_b1)   # [B, m, d]
+        return self.gpt(inputs_embeds=x, attention_mask=mask, position_ids=positions).last_hidden_state
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, d] states -> [B, m, K] temperature-scaled cosine logits of the residual digit heads (Eq. 3)."""
+        w = self.head_w1.permute(1, 0, 2).reshape(self.d_model, -1)                     # one GEMM for all heads
+        heads = h.unsqueeze(1) + F.silu((h @ w).view(-1, self.digits, self.d_model) + self.head_b1)   # [B, m, d]
         table = self.token_emb.weight[1:].view(self.digits, self.codebook, self.d_model)
         return torch.einsum("bmd,mkd->bmk", F.normalize(heads, dim=-1), F.normalize(table, dim=-1)) / self.temperature
+
+    def digit_logits(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, H] left-padded item ids -> [B, m, K] logits for the item after the last history position."""
+        return self.head_logits(self.hidden_states(history)[:, -1])
 
     @staticmethod
     def mtp_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -103,7 +115,13 @@ class RPG(SemanticIDRecommender):
         return F.cross_entropy(logits.flatten(0, 1), codes.flatten())
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.mtp_loss(self.digit_logits(batch["history"]), self.codes[batch["target"]])
+        if "targets" not in batch:                               # prefix samples: the last position only
+            return self.mtp_loss(self.digit_logits(batch["history"]), self.codes[batch["target"]])
+        # packed windows (data.train_samples=sequence): every position that has a target, in one forward pass
+        targets = batch["targets"][:, -self.max_history:]
+        keep = targets >= 0
+        h = self.hidden_states(batch["history"])[keep]                                   # [T, d]
+        return self.mtp_loss(self.head_logits(h), self.codes[targets[keep]])
 
     def item_scores(self, logp: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Mean digit log-probability (Eq. 5): ``logp`` [B, m, K] -> [B, N] for all items, or [B, C] for per-row

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from grbench.datamodules.datamodule import PAD, SequenceDataModule
 from grbench.lightning_modules.pop import Pop
 from grbench.lightning_modules.rpg import RPG
 from grbench.tokenizers.build import random_table
 from grbench.tokenizers.sid_table import SIDTable
 
-from test_models import MAX_HISTORY, NUM_ITEMS, QUIET, rule_datamodule
+from test_models import MAX_HISTORY, NUM_ITEMS, QUIET, rule_datamodule, rule_dataset
 
 TINY = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, dropout=0.0, max_history=MAX_HISTORY,
             optim={"lr": 5e-3}, eval={"ks": [1, 5, 10]})
@@ -85,14 +86,78 @@ def test_graph_lists_depend_on_seed_and_user_not_on_batching() -> None:
     assert all(len(set(row.tolist())) == 10 for row in full)
 
 
+def packed_datamodule(max_history: int = MAX_HISTORY, batch_size: int = 64) -> SequenceDataModule:
+    return SequenceDataModule(rule_dataset(), max_history=max_history, batch_size=batch_size, eval_batch_size=128,
+                              seed=0,
+                              train_samples="sequence")
+
+
+def pairs(batches: list[dict[str, torch.Tensor]]) -> list[tuple]:
+    """(user, history without padding, target) for every counted target of prefix or packed batches."""
+    out = []
+    for b in batches:
+        for i in range(len(b["user"])):
+            hist = b["history"][i]
+            if "targets" not in b:
+                out.append((int(b["user"][i]), tuple(hist[hist >= 0].tolist()), int(b["target"][i])))
+                continue
+            for j in torch.nonzero(b["targets"][i] >= 0).flatten().tolist():
+                prefix = hist[: j + 1]
+                out.append((int(b["user"][i]), tuple(prefix[prefix >= 0].tolist()), int(b["targets"][i, j])))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("max_history", [3, MAX_HISTORY])
+def test_packed_windows_hold_exactly_the_prefix_pairs(max_history: int) -> None:
+    prefix = SequenceDataModule(rule_dataset(), max_history=max_history, batch_size=64, seed=0)
+    packed = packed_datamodule(max_history)
+    prefix.setup(), packed.setup()
+    a = pairs(list(prefix.train_dataloader()))
+    b = pairs(list(packed.train_dataloader()))
+    assert a == b and len(a) == packed.splits["train"].num_targets()
+    assert len(packed.splits["train"]) < len(prefix.splits["train"])       # fewer forward passes per epoch
+    # a packed window's last position is its sample's target; padding carries no target
+    batch = next(iter(packed.train_dataloader()))
+    assert torch.equal(batch["targets"][:, -1], batch["target"])
+    assert ((batch["history"] == PAD) <= (batch["targets"] == PAD)).all()
+
+
+def test_packed_loss_equals_the_mean_prefix_loss() -> None:
+    """Every position of a causal window sees exactly its prefix, so one packed pass gives the prefix losses."""
+    model = tiny_rpg()                                                   # eval mode: no dropout
+    prefix = SequenceDataModule(rule_dataset(), max_history=MAX_HISTORY, batch_size=10_000, seed=0)
+    packed = packed_datamodule()
+    prefix.setup(), packed.setup()
+    packed.batch_size = 10_000
+    with torch.no_grad():
+        a = model.training_loss(next(iter(prefix.train_dataloader())))
+        b = model.training_loss(next(iter(packed.train_dataloader())))
+    assert b.item() == pytest.approx(a.item(), rel=1e-5)
+
+
+def test_runner_rejects_packed_samples_for_models_without_sequence_training() -> None:
+    from omegaconf import OmegaConf
+
+    from grbench.benchmarks.run import build_datamodule
+
+    cfg = OmegaConf.create({"dataset": "synthetic", "seed": 0, "model": {"name": "sasrec"},
+                            "paths": {"cache_dir": None, "data_dir": None, "raw_dir": None},
+                            "data": {"max_history": 5, "batch_size": 8, "eval_batch_size": 8, "num_workers": 0,
+                                     "overrides": {}, "train_samples": "sequence"}})
+    with pytest.raises(ValueError, match="data.train_samples=sequence: model 'sasrec'"):
+        build_datamodule(cfg)
+    with pytest.raises(ValueError, match="data.train_samples must be"):
+        SequenceDataModule(rule_dataset(), train_samples="windows")
+
+
 @pytest.fixture(scope="module")
 def rpg_run():
     L.seed_everything(0, verbose=False)
-    dm = rule_datamodule()
+    dm = packed_datamodule(batch_size=16)           # 384 windows hold the 2,276 prefix pairs: smaller batches
     dm.setup()
     model = RPG(NUM_ITEMS, seed=0, decoding={"beam": 20, "edges": 20, "steps": 3}, **TINY)
     model.setup_table(random_table(NUM_ITEMS, levels=4, codebook_size=8, seed=0))
-    trainer = L.Trainer(max_epochs=6, **QUIET)
+    trainer = L.Trainer(max_epochs=8, **QUIET)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     return model, dm
