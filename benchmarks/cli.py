@@ -1,4 +1,4 @@
-"""The ``grbench`` command: ``bench``, ``data``, ``leaderboard`` and ``list``.
+"""The ``grbench`` command: ``bench``, ``data``, ``leaderboard``, ``list`` and ``show-prompts``.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     grbench bench --dataset synthetic --model all       # every registered model, then the leaderboard
     grbench bench --dataset beauty --model sasrec trainer.max_epochs=40 optim.lr=0.002
     grbench leaderboard                                 # regenerate leaderboards/*.md from the result JSONs
+    grbench show-prompts --model lcrec --user 0         # every prompt an LLM model sees for one user
 """
 from __future__ import annotations
 
@@ -97,6 +98,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show_prompts(args: argparse.Namespace) -> int:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from grbench.tokenizers.build import build_sid_table
+
+    from .config import load_config
+    from .run import build_datamodule, build_model
+
+    cfg = load_config(args.dataset, args.model, args.overrides)
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    model = build_model(cfg, dm.num_items)
+    if not hasattr(model, "examples_for_user"):
+        raise ValueError(f"model {args.model!r} does not use prompts (show-prompts is for the LLM models)")
+    if not 0 <= args.user < dm.data.num_users:
+        raise ValueError(f"--user {args.user}: dataset {args.dataset!r} has users 0..{dm.data.num_users - 1}")
+    table, _ = build_sid_table(dm.data, model.tokenizer_cfg, dm.cache_dir, cfg.seed)   # cached; no backbone needed
+    model.attach_texts(dm.data)
+    model.attach_table(table)
+    sequence = [int(i) for i in dm.data.sequences[args.user]]
+    console.rule(f"{args.model} on {args.dataset}: user {args.user} ({dm.data.user_ids[args.user]}), "
+                 f"{len(sequence)} interactions; prompts from {model.prompt_set.path}")
+    for label, prompt, response in model.examples_for_user(sequence):
+        body = Text(prompt)
+        body.append("\n" + response, style="bold green")
+        console.print(Panel(body, title=label, title_align="left"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grbench", description="Generative recommendation benchmark: same data, "
                                 "same splits, one evaluator.", epilog=__doc__,
@@ -128,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered models and datasets")
     ls.set_defaults(func=_cmd_list)
+
+    sp = sub.add_parser("show-prompts", help="print every prompt (and response) an LLM model sees for one user",
+                        epilog=EPILOG)
+    sp.add_argument("--dataset", default="synthetic")
+    sp.add_argument("--model", default="lcrec", help="an LLM model: lcrec, tsrec, simgr")
+    sp.add_argument("--user", type=int, default=0, help="user index (0-based, in the processed dataset)")
+    sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    sp.set_defaults(func=_cmd_show_prompts)
     return p
 
 

@@ -51,7 +51,9 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
     cls = get_model_class(cfg.model.name)
     params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
-    accepted = inspect.signature(cls.__init__).parameters
+    # parameters of every constructor up the chain (LC-Rec takes seed/max_history through **kwargs to its base)
+    accepted = {name for klass in cls.__mro__ if issubclass(klass, GenerativeRecommender)
+                for name in inspect.signature(klass.__init__).parameters}
     if "max_history" in accepted:
         params.setdefault("max_history", cfg.data.max_history)
     if "seed" in accepted:

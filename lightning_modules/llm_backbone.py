@@ -81,6 +81,72 @@ def load_backbone(name_or_path: str, cache_dir: str | Path | None = None,
     return model, tokenizer
 
 
+def load_tokenizer(name_or_path: str, cache_dir: str | Path | None = None) -> Any:
+    """The tokenizer alone: for ``smollm2`` the cached converted copy if there is one, else read from the GGUF (no
+    weight conversion), so a randomly initialised backbone with SmolLM2's vocabulary needs no 6 GB dequantisation."""
+    from transformers import AutoTokenizer
+
+    if name_or_path == SMOLLM2_ALIAS:
+        cached = Path(cache_dir) / "models" / "SmolLM2-135M-Instruct" if cache_dir is not None else None
+        if cached is not None and (cached / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(cached)
+        else:
+            gguf = smollm2_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def word_tokenizer(texts: list[str]) -> Any:
+    """A word-level tokenizer over the words (and punctuation marks) of ``texts``, for tiny random backbones: its
+    vocabulary is the data's (a few thousand words), so the output layer is small and decoding cheap on a CPU."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    splitter = pre_tokenizers.Whitespace()
+    words = sorted({w for text in texts for w, _ in splitter.pre_tokenize_str(text)})
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]", "</s>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = splitter
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+
+
+def build_backbone(cfg: dict[str, Any], cache_dir: str | Path | None = None, seed: int = 0,
+                   texts: list[str] | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from a backbone config.
+
+    ``init: pretrained`` loads ``name`` (alias, folder or hub name). ``init: random`` builds a fresh ``arch``
+    (``llama``, ``qwen3``, any transformers model type) from ``config`` (sizes) with the vocabulary of ``tokenizer``
+    (default ``name``; ``words``: a word-level vocabulary of ``texts``), seeded: the tiny backbones of tests and of
+    ``make bench`` on synthetic data.
+    """
+    init = str(cfg.get("init", "pretrained"))
+    name = str(cfg.get("name", SMOLLM2_ALIAS))
+    if init == "pretrained":
+        return load_backbone(name, cache_dir)
+    if init != "random":
+        raise ValueError(f"backbone.init must be 'pretrained' or 'random', got {init!r}")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if cfg.get("tokenizer") == "words":
+        if not texts:
+            raise ValueError("backbone.tokenizer=words needs the texts to build its vocabulary from")
+        tokenizer = word_tokenizer(texts)
+    else:
+        tokenizer = load_tokenizer(str(cfg.get("tokenizer") or name), cache_dir)
+    arch = cfg.get("arch")
+    if not arch:
+        raise ValueError("backbone.init=random needs backbone.arch (e.g. llama, qwen3) and backbone.config sizes")
+    config = AutoConfig.for_model(str(arch), vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                                  **dict(cfg.get("config") or {}))
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config), tokenizer
+
+
 def sid_token_strings(table: SIDTable) -> list[list[str]]:
     """``<a_0>``, ``<a_1>``, ... per level (letters a, b, c, ... as LC-Rec and the published index files)."""
     return [[f"<{chr(ord('a') + lvl)}_{c}>" for c in range(size)] for lvl, size in enumerate(table.codebook_sizes)]

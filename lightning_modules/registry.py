@@ -8,7 +8,8 @@ import pkgutil
 
 from .base import GenerativeRecommender
 
-_NOT_MODELS = {"base", "beam_search", "evaluator", "llm_backbone", "registry"}
+_NOT_MODELS = {"base", "beam_search", "evaluator", "llm_backbone", "llm_recommender", "prompts", "registry",
+               "token_semantics"}
 
 
 def get_model_class(name: str) -> type[GenerativeRecommender]:
