@@ -100,6 +100,16 @@ class LLMRecommender(SemanticIDRecommender):
         if self.lora_cfg is not None:
             model = apply_lora(model, self.lora_cfg)
         self.llm = model.train()                     # from_pretrained returns eval mode; Lightning keeps modes
+        counts = self.trainable_summary()
+        cfg = self.backbone_cfg
+        self.result_extras["backbone"] = {**{k: cfg.get(k) for k in ("name", "init", "arch", "tokenizer")}, **counts,
+                                          "vocabulary": len(self.tok), "lora": self.lora_cfg,
+                                          "prompts": str(self.prompt_set.path.name)}
+        what = (f"random {cfg.get('arch')}" if cfg.get("init") == "random" else str(cfg.get("name")))
+        self.result_extras["leaderboard_note"] = (
+            f"backbone {what} ({counts['parameters'] / 1e6:.2f}M parameters, vocabulary {len(self.tok):,}), "
+            f"{'LoRA r=' + str(self.lora_cfg.get('rank', 8)) if self.lora_cfg else 'full fine-tuning'}, "
+            f"prompts {self.prompt_set.path.stem}")
 
     def init_sid_embeddings(self, model: Any) -> None:
         """Hook: initialise the new SID-token rows (default: the backbone's resize initialisation)."""

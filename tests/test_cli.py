@@ -18,3 +18,19 @@ def test_unknown_model_is_a_clear_error() -> None:
     res = subprocess.run([sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", "synthetic",
                           "--model", "nope"], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert res.returncode == 2 and "unknown model 'nope'" in res.stdout and "sasrec" in res.stdout
+
+
+def test_show_prompts_prints_every_task_for_one_user(tmp_path) -> None:
+    env = {"COLUMNS": "200", "PATH": "", "GRBENCH_CACHE_DIR": str(tmp_path)}
+    args = [sys.executable, "-m", "grbench.benchmarks.cli", "show-prompts", "--model", "tsrec", "--user", "3",
+            "model.params.prompts=tsrec", "model.params.tokenizer.kind=random",
+            "model.params.tokenizer.params.codebook_size=16"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout
+    for task in ("seqrec", "item2index", "index2item", "fusionseqrec", "histtitles2index", "desc2token",
+                 "token2desc", "validation", "test"):
+        assert task in out, task
+    assert "<a_" in out and "<c_" in out and "### Response:" in out
+    bad = subprocess.run(args + ["--user", "999999"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "has users 0..2999" in bad.stdout
+    pop = subprocess.run(args[:4] + ["--model", "pop"], capture_output=True, text=True, env=env)
+    assert pop.returncode == 2 and "does not use prompts" in pop.stdout
