@@ -16,7 +16,7 @@ from grbench.lightning_modules.prompts import load_prompts
 from grbench.tokenizers.sid_table import SIDTable
 
 from llm_fixtures import save_tiny_backbone
-from test_models import NUM_ITEMS, QUIET, rule_datamodule
+from test_models import NUM_ITEMS, QUIET, _one_thread, rule_datamodule  # noqa: F401 (autouse: 1 thread)
 
 # short prompts keep the tiny model's job small: the last history item sits next to the response
 SHORT = """format: "{instruction} next"
