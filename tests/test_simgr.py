@@ -16,21 +16,13 @@ from grbench.lightning_modules.simgr import AGGREGATES, SIDAggregator, SimGR, bu
 from grbench.tokenizers.build import random_table
 
 from llm_fixtures import save_tiny_backbone
-from test_models import NUM_ITEMS, QUIET, rule_datamodule, rule_dataset
+from test_models import NUM_ITEMS, QUIET, _one_thread, rule_datamodule, rule_dataset  # noqa: F401 (autouse: 1 thread)
 
 # a short seqrec prompt (prompts are data): the tiny backbone trains twice as fast as on the LC-Rec wording
 PROMPT = ('format: "{instruction}"\ntasks:\n  seqrec:\n    kind: seqrec\n    templates:\n'
           '      - {instruction: "the user bought {history} next item is", response: "{item}"}\n')
 TABLE = random_table(NUM_ITEMS, levels=3, codebook_size=8, seed=0)
 DATA = rule_dataset()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

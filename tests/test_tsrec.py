@@ -22,7 +22,7 @@ from grbench.lightning_modules.tsrec import TSRec
 from grbench.tokenizers.build import random_table
 from grbench.tokenizers.sid_table import SIDTable
 
-from test_models import MAX_HISTORY, NUM_ITEMS, QUIET, rule_dataset
+from test_models import MAX_HISTORY, NUM_ITEMS, QUIET, _one_thread, rule_dataset  # noqa: F401 (autouse: 1 thread)
 
 VOCAB = ["[UNK]", "[PAD]", "</s>", "the", "user", "item", "items", "semantic", "token", "which", "what", "about",
          "guitar", "acoustic", "electric", "strings", "pedal", "music", "coffee", "espresso", "grinder", "milk",
@@ -35,14 +35,6 @@ CATALOGUE = {"title": ["Electric Guitar", "Acoustic Guitar", "Guitar Strings", "
 CODES = np.array([[g, j] for g in range(3) for j in range(4)])
 TINY_LM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
