@@ -68,17 +68,13 @@ def ensure_smollm2(cache_dir: str | Path) -> Path:
 def load_backbone(name_or_path: str, cache_dir: str | Path | None = None,
                   dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a causal LM by hub name, local folder or the ``smollm2`` alias."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if name_or_path == SMOLLM2_ALIAS:
         if cache_dir is None:
             raise ValueError("the smollm2 alias needs a cache_dir for its converted copy")
         name_or_path = str(ensure_smollm2(cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
-    if tokenizer.pad_token is None:                              # batching needs one; never trained on
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype), load_tokenizer(name_or_path)
 
 
 def load_tokenizer(name_or_path: str, cache_dir: str | Path | None = None) -> Any:
@@ -95,7 +91,7 @@ def load_tokenizer(name_or_path: str, cache_dir: str | Path | None = None) -> An
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None:                              # batching needs one; never trained on
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
