@@ -125,6 +125,11 @@ def main(argv: list[str]) -> int:
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(out)
+    # Tear the gloo group down before the interpreter exits: left to interpreter shutdown, its worker threads are
+    # sometimes destroyed while joinable and the process aborts ("terminate called without an active exception").
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
