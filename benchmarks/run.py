@@ -45,7 +45,7 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
                               cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
                               overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
-                              train_samples=train_samples)
+                              train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)))
 
 
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .dataset import ProcessedDataset
+from .samplers import LengthGroupedBatchSampler
 
 PAD = -1
 BatchHook = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -160,13 +161,15 @@ class SequenceDataModule(L.LightningDataModule):
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
                  cache_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  raw_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                 batch_hook: BatchHook | None = None, train_samples: str = "prefix") -> None:
+                 batch_hook: BatchHook | None = None, train_samples: str = "prefix",
+                 group_by_length: bool = False) -> None:
         super().__init__()
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
         if train_samples not in ("prefix", "sequence"):
             raise ValueError(f"data.train_samples must be 'prefix' or 'sequence', got {train_samples!r}")
         self.train_samples = train_samples
+        self.group_by_length = group_by_length
         self.dataset_name = dataset if isinstance(dataset, str) else dataset.name
         self.data: ProcessedDataset | None = None if isinstance(dataset, str) else dataset
         self.max_history = max_history
@@ -231,6 +234,13 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
+        if self.group_by_length:   # batches of similar history length (samplers.py); seeded, new grouping per epoch
+            train = self.splits["train"]
+            lengths = np.minimum(train.ends, self.max_history)      # both sample kinds: history = seq[..end]
+            batches = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed, rank=rank, world_size=world)
+            return DataLoader(train, batch_sampler=batches, num_workers=self.num_workers,
+                              collate_fn=Collate(self.max_history, self.batch_hook),
+                              persistent_workers=self.num_workers > 0)
         sampler = (DistributedSampler(self.splits["train"], num_replicas=world, rank=rank, shuffle=True,
                                       seed=self.seed) if world > 1 else None)
         return self._loader("train", sampler, self.batch_size, shuffle=True)

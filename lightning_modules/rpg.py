@@ -104,8 +104,16 @@ class RPG(SemanticIDRecommender):
         table = self.token_emb.weight[1:].view(self.digits, self.codebook, self.d_model)
         return torch.einsum("bmd,mkd->bmk", F.normalize(heads, dim=-1), F.normalize(table, dim=-1)) / self.temperature
 
+    def trim(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Drop the leading columns that are padding in every row of ``columns[0]`` (left-padded histories), from
+        every tensor given: real positions keep their keys and position ids, so the states are unchanged and the
+        transformer runs over the batch's longest history only (short with ``data.group_by_length``)."""
+        width = max(int((columns[0][:, -self.max_history:] >= 0).sum(1).max()), 1) if columns[0].numel() else 1
+        return tuple(c[:, -width:] for c in columns)
+
     def digit_logits(self, history: torch.Tensor) -> torch.Tensor:
         """[B, H] left-padded item ids -> [B, m, K] logits for the item after the last history position."""
+        (history,) = self.trim(history)
         return self.head_logits(self.hidden_states(history)[:, -1])
 
     @staticmethod
@@ -118,9 +126,9 @@ class RPG(SemanticIDRecommender):
         if "targets" not in batch:                               # prefix samples: the last position only
             return self.mtp_loss(self.digit_logits(batch["history"]), self.codes[batch["target"]])
         # packed windows (data.train_samples=sequence): every position that has a target, in one forward pass
-        targets = batch["targets"][:, -self.max_history:]
+        history, targets = self.trim(batch["history"][:, -self.max_history:], batch["targets"][:, -self.max_history:])
         keep = targets >= 0
-        h = self.hidden_states(batch["history"])[keep]                                   # [T, d]
+        h = self.hidden_states(history)[keep]                                            # [T, d]
         return self.mtp_loss(self.head_logits(h), self.codes[targets[keep]])
 
     def item_scores(self, logp: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:

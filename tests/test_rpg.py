@@ -182,3 +182,22 @@ def test_rpg_rejects_unknown_mode_and_mixed_codebooks() -> None:
         RPG(NUM_ITEMS, decoding={"mode": "beam"}, **TINY)
     with pytest.raises(ValueError, match="one codebook size"):
         RPG(NUM_ITEMS, **TINY).setup_table(SIDTable(np.zeros((NUM_ITEMS, 2), dtype=np.int64), (4, 8)))
+
+
+def test_trimming_padding_columns_leaves_the_states_unchanged() -> None:
+    """RPG drops the all-padding columns of a batch (cheap short batches); the loss and logits must not change."""
+    model = tiny_rpg()
+    dm = packed_datamodule()
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    rows = (batch["history"] >= 0).sum(1).argsort()[:4]                  # the shortest rows: leading all-pad columns
+    short = {k: v[rows] for k, v in batch.items()}
+    width = int((short["history"] >= 0).sum(1).max())
+    assert width < short["history"].shape[1]
+    with torch.no_grad():
+        trimmed = model.training_loss(short)
+        full = model.mtp_loss(model.head_logits(model.hidden_states(short["history"])[short["targets"] >= 0]),
+                              model.codes[short["targets"][short["targets"] >= 0]])
+        assert trimmed.item() == pytest.approx(full.item(), rel=1e-6)
+        last = model.head_logits(model.hidden_states(short["history"])[:, -1])
+        assert torch.allclose(model.digit_logits(short["history"]), last, atol=1e-5)
