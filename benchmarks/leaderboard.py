@@ -138,10 +138,18 @@ def _cell(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _subset(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's test-user subset (``eval.max_test_users``), or None when every test user was evaluated."""
+    sub = record.get("test_subset")
+    return sub if isinstance(sub, dict) and sub.get("users") is not None else None
+
+
 def _model_label(record: dict[str, Any]) -> str:
     model = str(record.get("model"))
     stem = Path(str(record.get("_source", ""))).stem
-    return model if not stem or stem == model else f"{model} ({stem})"
+    label = model if not stem or stem == model else f"{model} ({stem})"
+    sub = _subset(record)
+    return label if sub is None else f"{label} [subset: {int(sub['users']):,} users]"
 
 
 def _sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -235,7 +243,9 @@ def _dataset_facts(dataset: str, records: list[dict[str, Any]]) -> tuple[str, li
     hashes: dict[str, list[str]] = {}
     counts = _config_values(records, lambda r: r["dataset_manifest"]["counts"])
     sources = _config_values(records, lambda r: r["dataset_manifest"]["source"])
-    test_users = _config_values(records, lambda r: r["test_users"])
+    full = [r for r in records if _subset(r) is None]
+    test_users = _config_values(full, lambda r: r["test_users"])
+    subsets = _config_values([r for r in records if _subset(r)], lambda r: (_subset(r)["users"], _subset(r)["of"]))
     for r in records:
         h = (r.get("dataset_manifest") or {}).get("content_hash")
         hashes.setdefault(str(h) if h else MISSING, []).append(str(r.get("_source", r.get("model"))))
@@ -261,15 +271,21 @@ def _dataset_facts(dataset: str, records: list[dict[str, Any]]) -> tuple[str, li
              f"test users {_join(test_users, MISSING)}", f"content hash {hash_text}"]
     if sources:
         parts.append(f"source {_join(sources, MISSING)}")
+    if subsets:
+        warnings.append("rows marked [subset: N users] were tested on a fixed random subset of the test users "
+                        f"({', '.join(f'{int(n):,} of {int(m):,}' for n, m in subsets)}; `eval.max_test_users`): "
+                        "their figures are noisier, Entropy@K and Coverage@K grow with the number of users and "
+                        "compare only between rows on the same subset, and they are left out of the bold marks.")
     return "**Dataset**: " + "; ".join(parts) + ".", warnings
 
 
 def _table(records: list[dict[str, Any]]) -> str:
     rows = sort_records(records)
     cells: list[list[str]] = [[_cell(_model_label(r))] for r in rows]
+    ranked = [_subset(r) is None for r in rows]       # subset rows take no bold mark (see the warning)
     for _, key, higher in METRIC_COLUMNS:
         values = [_metric(r, key) for r in rows]
-        best = _best_rows(values, higher)
+        best = _best_rows([v if keep else None for v, keep in zip(values, ranked)], higher)
         for i, (r, v) in enumerate(zip(rows, values)):
             text = _fmt(v)
             if key.startswith("entropy@") and v is not None:

@@ -45,7 +45,8 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
                               cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
                               overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
-                              train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)))
+                              train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)),
+                              max_test_users=cfg.eval.get("max_test_users"))
 
 
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
@@ -118,6 +119,7 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "metrics": {k: v for k, v in results.items() if "@" in k},
         "test_users": int(results["users"]),
+        "test_subset": dm.test_subset,      # null: every test user; else a fixed-seed subset (eval.max_test_users)
         "best_val": {"monitor": cfg.trainer.monitor, "value": best_val,
                      "checkpoint": Path(ckpt.best_model_path).name if ckpt.best_model_path else None},
         "epochs_trained": epochs,

@@ -30,6 +30,7 @@ from .dataset import ProcessedDataset
 from .samplers import LengthGroupedBatchSampler
 
 PAD = -1
+SUBSET_SEED = 0  # the draw of ``max_test_users``: fixed, so capped results of different runs share their users
 BatchHook = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -162,7 +163,7 @@ class SequenceDataModule(L.LightningDataModule):
                  cache_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  raw_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  batch_hook: BatchHook | None = None, train_samples: str = "prefix",
-                 group_by_length: bool = False) -> None:
+                 group_by_length: bool = False, max_test_users: int | None = None) -> None:
         super().__init__()
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
@@ -170,6 +171,11 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"data.train_samples must be 'prefix' or 'sequence', got {train_samples!r}")
         self.train_samples = train_samples
         self.group_by_length = group_by_length
+        if max_test_users is not None and int(max_test_users) < 1:
+            raise ValueError(f"eval.max_test_users must be a positive number of users or null, got {max_test_users}")
+        self.max_test_users = None if max_test_users is None else int(max_test_users)
+        #: None, or {"users", "of", "seed"} when the test split is a subset (set by setup)
+        self.test_subset: dict[str, int] | None = None
         self.dataset_name = dataset if isinstance(dataset, str) else dataset.name
         self.data: ProcessedDataset | None = None if isinstance(dataset, str) else dataset
         self.max_history = max_history
@@ -202,6 +208,17 @@ class SequenceDataModule(L.LightningDataModule):
                 self.splits[name] = PrefixSamples(self.data.sequences, users, ends, self.max_history)
             if self.train_samples == "sequence":
                 self.splits["train"] = SequenceSamples(self.data.sequences, self.max_history)
+            self._subset_test_users()
+
+    def _subset_test_users(self) -> None:
+        """``max_test_users``: keep a random subset of the test users, drawn with a fixed seed (``SUBSET_SEED``, not
+        the run's seed) so that every model and seed evaluated with the same cap sees the same users."""
+        test = self.splits["test"]
+        if self.max_test_users is None or self.max_test_users >= len(test):
+            return
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(test), self.max_test_users, replace=False))
+        self.splits["test"] = PrefixSamples(test.sequences, test.users[keep], test.ends[keep], test.max_history)
+        self.test_subset = {"users": int(len(keep)), "of": int(len(test)), "seed": SUBSET_SEED}
 
     # ---------------------------------------------------------------- facts models need
     @property
