@@ -148,6 +148,12 @@ def _model_label(record: dict[str, Any]) -> str:
     model = str(record.get("model"))
     stem = Path(str(record.get("_source", ""))).stem
     label = model if not stem or stem == model else f"{model} ({stem})"
+    limit = ((record.get("config") or {}).get("trainer") or {}).get("limit_train_batches")
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit not in (1, 1.0):
+        batch = ((record.get("config") or {}).get("data") or {}).get("batch_size")
+        size = f" of {batch}" if batch else ""
+        label += (f" [train: {int(limit):,} batches{size}/epoch]" if isinstance(limit, int) or limit > 1
+                  else f" [train: {limit:.0%} of each epoch]")
     sub = _subset(record)
     return label if sub is None else f"{label} [subset: {int(sub['users']):,} users]"
 

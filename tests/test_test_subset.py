@@ -61,3 +61,14 @@ def test_leaderboard_flags_subset_rows_and_keeps_them_out_of_bold(tmp_path: Path
     assert "40 of 100" in page and "test users 100;" in page
     assert "disagree on the number of test users" not in page
     assert np.isclose(float(rows[0][header.index("NDCG@10")]), 0.45)
+
+
+def test_leaderboard_labels_rows_trained_on_part_of_each_epoch(tmp_path: Path) -> None:
+    cut = _fixture_record("alpha", FIXTURE_ALPHA)
+    cut["config"] = {**cut["config"], "trainer": {"monitor": "val/ndcg@10", "limit_train_batches": 40},
+                     "data": {"max_history": 20, "batch_size": 8}}
+    part = _fixture_record("gamma", FIXTURE_GAMMA)
+    part["config"] = {**part["config"], "trainer": {"monitor": "val/ndcg@10", "limit_train_batches": 0.25}}
+    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, [cut, part]), DATASET))
+    assert [r[0] for r in _table(page)[1]] == ["alpha [train: 40 batches of 8/epoch]",
+                                               "gamma [train: 25% of each epoch]"]
