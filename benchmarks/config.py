@@ -24,6 +24,19 @@ def _load_yaml(path: Path) -> DictConfig:
     return cfg
 
 
+#: override prefixes that may add keys the files do not have (constructor arguments are checked by build_model)
+FREE_FORM = ("model.params.", "data.overrides.")
+_MISSING = object()
+
+
+def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        out += _leaf_keys(v, key + ".") if isinstance(v, DictConfig) and len(v) else [key]
+    return out
+
+
 def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved config of one run. ``overrides`` are ``key=value`` strings (omegaconf dotlist)."""
     model_path = CONFIG_DIR / "models" / f"{model}.yaml"
@@ -42,8 +55,14 @@ def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> Dict
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ValueError(f"overrides must be key=value, got {bad}")
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
-    cfg = OmegaConf.merge(*layers)
+    files = OmegaConf.merge(*layers)
+    cli = OmegaConf.from_dotlist(list(overrides))
+    for key in _leaf_keys(cli):
+        if not key.startswith(FREE_FORM) and OmegaConf.select(files, key, default=_MISSING) is _MISSING:
+            raise KeyError(f"unknown config key {key!r} on the command line: no file layer of model {model!r} on "
+                           f"dataset {dataset!r} sets it (see benchmarks/configs/default.yaml and "
+                           f"models/{model}.yaml); model constructor arguments go under model.params")
+    cfg = OmegaConf.merge(files, cli)
     cfg.dataset = dataset
     cfg.model.name = model if cfg.model.get("name") in (None, model) else cfg.model.name
     OmegaConf.resolve(cfg)

@@ -54,7 +54,12 @@ def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
     params = OmegaConf.to_container(cfg.model.params, resolve=True) or {}
     # parameters of every constructor up the chain (LC-Rec takes seed/max_history through **kwargs to its base)
     accepted = {name for klass in cls.__mro__ if issubclass(klass, GenerativeRecommender)
-                for name in inspect.signature(klass.__init__).parameters}
+                for name, p in inspect.signature(klass.__init__).parameters.items()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    unknown = sorted(set(params) - accepted - {"self"})
+    if unknown:
+        raise TypeError(f"model.params.{unknown[0]}: {cls.__name__} takes no such argument (unknown: {unknown}; "
+                        f"it takes {sorted(accepted - {'self', 'num_items', 'optim', 'eval'})})")
     if "max_history" in accepted:
         params.setdefault("max_history", cfg.data.max_history)
     if "seed" in accepted:

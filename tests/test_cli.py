@@ -34,3 +34,20 @@ def test_show_prompts_prints_every_task_for_one_user(tmp_path) -> None:
     assert bad.returncode == 2 and "has users 0..2999" in bad.stdout
     pop = subprocess.run(args[:4] + ["--model", "pop"], capture_output=True, text=True, env=env)
     assert pop.returncode == 2 and "does not use prompts" in pop.stdout
+
+
+def test_unknown_override_keys_are_errors_that_name_the_key() -> None:
+    import pytest
+    from omegaconf import OmegaConf
+
+    from grbench.benchmarks.config import load_config
+    from grbench.benchmarks.run import build_model
+
+    with pytest.raises(KeyError, match="trainer.log_every_n_steps"):             # a typo is not silently ignored
+        load_config("synthetic", "sasrec", ["trainer.log_every_n_steps=5"])
+    assert load_config("synthetic", "sasrec", ["data.overrides.kcore=10"]).data.overrides.kcore == 10
+    cfg = load_config("synthetic", "sasrec", ["model.params.dropuot=0.1"])       # constructor args: checked on build
+    with pytest.raises(TypeError, match="model.params.dropuot"):
+        build_model(cfg, num_items=10)
+    cfg = load_config("synthetic", "sasrec", ["model.params.dropout=0.3"])
+    assert build_model(cfg, num_items=10).hparams["dropout"] == OmegaConf.select(cfg, "model.params.dropout")
