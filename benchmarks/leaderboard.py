@@ -16,9 +16,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from grbench.datamodules.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
     parts += [protocol, "", facts, ""]
     for w in data_warnings + proto_warnings:
         parts += [f"> ⚠ Warning: {w}", ""]
-    parts += ["## Results", "", f"Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
+    parts += ["## Results", "", "Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
               "lowest; the others: highest; ties all bold). — marks a missing value.", "", _table(records), ""]
     model_notes = [(r, _model_note(r.get("model_info") or {})) for r in sort_records(records)]
     model_notes = [(r, n) for r, n in model_notes if n]
@@ -389,23 +390,10 @@ def render_index(summaries: dict[str, list[dict[str, Any]]]) -> str:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Write UTF-8 text (``\\n`` line ends) to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a generated page should be readable like any checked-in file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
 
 
 def matplotlib_available() -> bool:
@@ -437,16 +425,8 @@ def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
     ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", metadata={"Software": None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", metadata={"Software": None})
     return True
 
 

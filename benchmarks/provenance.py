@@ -7,12 +7,13 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from grbench.datamodules.atomic import atomic_file
 
 PACKAGES = ("grbench", "torch", "lightning", "torchmetrics", "transformers", "peft", "numpy", "pyarrow",
             "omegaconf", "faiss-cpu", "faiss-gpu-cu12", "datasets")
@@ -65,13 +66,6 @@ def peak_memory_mb() -> dict[str, float]:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.write("\n")

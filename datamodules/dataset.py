@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_dir
 from .errors import DataError
 
 TEXT_FIELDS = ("title", "description", "brand", "categories")
@@ -116,8 +114,7 @@ class ProcessedDataset:
         manifest.update(name=self.name, counts=self.counts(), content_hash=self.content_hash(),
                         format_version=FORMAT_VERSION)
         self.manifest = manifest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             pq.write_table(pa.table({k: pa.array(v, type=pa.string()) for k, v in self.items.items()}),
                            tmp / ITEMS_FILE)
             cols: dict[str, pa.Array] = {
@@ -130,16 +127,6 @@ class ProcessedDataset:
                                               type=pa.list_(pa.int64()))
             pq.write_table(pa.table(cols), tmp / SEQUENCES_FILE)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from grbench.datamodules.atomic import atomic_dir
 from grbench.tokenizers.sid_table import SIDTable
 
 SMOLLM2_ALIAS = "smollm2"
@@ -54,14 +52,9 @@ def ensure_smollm2(cache_dir: str | Path) -> Path:
     model.hf_quantizer = None                                    # GGUF-loaded models refuse save_pretrained
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:                              # never a half-written copy
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)                                  # atomic: never a half-written copy
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -22,14 +22,12 @@ import abc
 import hashlib
 import importlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from grbench.datamodules.atomic import atomic_dir
 from grbench.tokenizers.sid_table import SIDTable
 
 MANIFEST = "tokenizer.json"
@@ -102,9 +100,7 @@ class ItemTokenizer(abc.ABC):
         """Write the fitted tokenizer to ``directory`` atomically: a temporary folder beside it is filled and
         renamed into place, so a failed save leaves nothing behind and never replaces an existing good copy."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             entries = {}
             for name, array in self.arrays().items():
                 array = np.ascontiguousarray(array)
@@ -115,10 +111,6 @@ class ItemTokenizer(abc.ABC):
             manifest = {"format_version": FORMAT_VERSION, "kind": self.kind, "params": self.params,
                         "codebook_sizes": list(self.codebook_sizes), "arrays": entries}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
@@ -164,22 +156,6 @@ def _sha256(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename the finished folder ``src`` to ``dst``; an existing ``dst`` is swapped out only once ``src`` is
-    complete, and restored if the final rename fails."""
-    if not dst.exists():
-        os.rename(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rename(dst, old / dst.name)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(old / dst.name, dst)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_tokenizer(kind: str, **params: Any) -> ItemTokenizer:

@@ -26,11 +26,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+from grbench.datamodules.atomic import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from grbench.datamodules.dataset import ProcessedDataset
@@ -402,17 +403,6 @@ def _load_cached(path: Path, meta: dict[str, Any]) -> np.ndarray | None:
     return None
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is meant to be shared like a normal file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def embed_items(dataset: "ProcessedDataset", encoder_cfg: dict[str, Any], cache_dir: str | Path) -> np.ndarray:
     """Item embeddings ``[num_items, dim]`` float32 of ``dataset``, from the cache or computed and cached.
@@ -435,7 +425,8 @@ def embed_items(dataset: "ProcessedDataset", encoder_cfg: dict[str, Any], cache_
                    resolved_pooling=encoder.pooling, resolved_normalize=bool(encoder.normalize),
                    placeholders=count_placeholders(dataset, tuple(cfg.get("fields", DEFAULT_FIELDS))),
                    content_hash=dataset.manifest.get("content_hash"))
-    _atomic_write(path, lambda f: np.save(f, emb, allow_pickle=False))
-    _atomic_write(path.with_suffix(".json"),
-                  lambda f: f.write((json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode()))
+    with atomic_file(path, "wb") as f:
+        np.save(f, emb, allow_pickle=False)
+    with atomic_file(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return emb
