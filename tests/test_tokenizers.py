@@ -284,3 +284,14 @@ def test_published_index_sizes_and_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({"0": ["<x_1>", "<y_3>"], "1": ["<x_2>", "<y_0>"]}))
     with pytest.raises(ValueError, match=r"X\.index\.json.*<x_1>"):
         load_published_index(path, 2)
+
+
+def test_random_table_with_a_huge_code_space_is_distinct_and_seeded() -> None:
+    """RPG-shaped random IDs (32 digits of 256 codes: 256 ** 32 SIDs) for the random-ID ablation."""
+    from grbench.tokenizers.build import random_table
+
+    a, b = random_table(3000, 32, 256, seed=3), random_table(3000, 32, 256, seed=3)
+    assert a.codes.shape == (3000, 32) and a.is_one_to_one() and (a.codes == b.codes).all()
+    assert a.codes.max() == 255 and a.codes.min() == 0
+    small = random_table(16, 2, 4, seed=0)                 # a dense space (all 16 tuples): the other branch
+    assert small.is_one_to_one() and small.codes.shape == (16, 2)

@@ -30,17 +30,18 @@ def random_table(num_items: int, levels: int, codebook_size: int, seed: int) -> 
     if space < num_items:
         raise ValueError(f"tokenizer: {levels} levels of {codebook_size} codes give {space} SIDs for {num_items} items")
     rng = np.random.default_rng(seed)
-    flat = rng.choice(space, size=num_items, replace=False) if space <= 10 ** 8 else _distinct(rng, space, num_items)
-    codes = np.stack([(flat // codebook_size ** (levels - 1 - lvl)) % codebook_size for lvl in range(levels)], 1)
+    if space <= 10 ** 8:
+        flat = rng.choice(space, size=num_items, replace=False)
+        codes = np.stack([(flat // codebook_size ** (levels - 1 - lvl)) % codebook_size for lvl in range(levels)], 1)
+    else:  # e.g. RPG's 32 digits of 256 codes (256 ** 32 overflows int64): draw digit by digit, redraw duplicates
+        codes = rng.integers(0, codebook_size, size=(num_items, levels))
+        while True:
+            _, first = np.unique(codes, axis=0, return_index=True)
+            dup = np.setdiff1d(np.arange(num_items), first)
+            if not len(dup):
+                break
+            codes[dup] = rng.integers(0, codebook_size, size=(len(dup), levels))
     return SIDTable(codes.astype(np.int64), (codebook_size,) * levels)
-
-
-def _distinct(rng: np.random.Generator, space: int, n: int) -> np.ndarray:
-    seen: dict[int, None] = {}
-    while len(seen) < n:
-        for v in rng.integers(0, space, size=n):
-            seen.setdefault(int(v))
-    return np.fromiter(seen, dtype=np.int64)[:n]
 
 
 def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, seed: int) -> tuple[SIDTable, dict]:
