@@ -144,6 +144,14 @@ def test_protocol_stated_above_table(tmp_path: Path) -> None:
     assert "Warning" not in page  # the fixture records agree on the content hash
 
 
+def test_protocol_names_each_beam_model_once(tmp_path: Path) -> None:
+    recs = _fixture_records()
+    recs.append(_fixture_record("beta", FIXTURE_GAMMA, beam_size=20, result_name="beta_small"))
+    recs.append(_fixture_record("delta", FIXTURE_GAMMA, beam_size=10))
+    page = lb.render_dataset(DATASET, recs)
+    assert "beam size B = 10 (delta); B = 20 (beta), K ≤ B" in page
+
+
 def test_footer_names_source_file_of_each_row(tmp_path: Path) -> None:
     page = _render(tmp_path)
     footer = page[page.index("Generated from the result JSON files"):]
