@@ -83,8 +83,11 @@ class RPG(SemanticIDRecommender):
         with torch.no_grad():
             self.token_emb.weight[0].zero_()
         self.gpt = GPT2Model(self.gpt_cfg)
-        self.head_w1 = nn.Parameter(torch.randn(self.digits, self.d_model, self.d_model) * 0.02)
-        self.head_b1 = nn.Parameter(torch.zeros(self.digits, self.d_model))
+        # Each head starts as the identity plus a constant (zero weight, nn.Linear's default bias), as the
+        # reference code's Medusa-style ResBlock: all digits read the same state until training sets them apart.
+        bound = self.d_model ** -0.5
+        self.head_w1 = nn.Parameter(torch.zeros(self.digits, self.d_model, self.d_model))
+        self.head_b1 = nn.Parameter(torch.empty(self.digits, self.d_model).uniform_(-bound, bound))
 
     # ---------------------------------------------------------------- model
     def hidden_states(self, history: torch.Tensor) -> torch.Tensor:

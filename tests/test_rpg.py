@@ -201,3 +201,20 @@ def test_trimming_padding_columns_leaves_the_states_unchanged() -> None:
         assert trimmed.item() == pytest.approx(full.item(), rel=1e-6)
         last = model.head_logits(model.hidden_states(short["history"])[:, -1])
         assert torch.allclose(model.digit_logits(short["history"]), last, atol=1e-5)
+
+
+def test_heads_start_as_identity_plus_bias_and_get_gradients() -> None:
+    """The digit heads are initialised as the reference code's ResBlock (zero weight): head j's state starts as
+    h + SiLU(b_j); the zero weights still receive gradients, so training sets the heads apart."""
+    model = tiny_rpg().train()
+    assert torch.count_nonzero(model.head_w1) == 0 and torch.count_nonzero(model.head_b1) > 0
+    h = torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(1))
+    table = model.token_emb.weight[1:].view(model.digits, model.codebook, model.d_model)
+    heads = h.unsqueeze(1) + torch.nn.functional.silu(model.head_b1)
+    expected = torch.einsum("bmd,mkd->bmk", torch.nn.functional.normalize(heads, dim=-1),
+                            torch.nn.functional.normalize(table, dim=-1)) / model.temperature
+    assert torch.allclose(model.head_logits(h), expected, atol=1e-5)
+    dm = packed_datamodule()
+    dm.setup()
+    model.training_loss(next(iter(dm.train_dataloader()))).backward()
+    assert model.head_w1.grad is not None and model.head_w1.grad.abs().sum() > 0
