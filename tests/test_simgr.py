@@ -3,7 +3,6 @@ aggregator, a real Lightning run that beats Pop, same seed -> same run, LoRA, an
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import numpy as np

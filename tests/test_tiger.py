@@ -1,10 +1,8 @@
 """TIGER end to end on CPU: real Lightning runs of a tiny T5 over semantic IDs, decoded by the constrained search."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 
