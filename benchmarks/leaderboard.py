@@ -212,9 +212,9 @@ def _protocol(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
     for r in sort_records(records):
         b = _number(r.get("beam_size"))
         if b is not None:
-            models = beams.setdefault(int(b), [])
-            if str(r.get("model")) not in models:
-                models.append(str(r.get("model")))
+            models, name = beams.setdefault(int(b), []), str(r.get("model"))
+            if name not in models:  # several results of one model (result_name) name it once
+                models.append(name)
     if len(histories) > 1:
         warnings.append(f"records differ in `data.max_history` ({_join(histories, '')}).")
     if len(ks) > 1:

@@ -1,7 +1,6 @@
 """TIGER end to end on CPU: real Lightning runs of a tiny T5 over semantic IDs, decoded by the constrained search."""
 from __future__ import annotations
 
-
 import lightning as L
 import pytest
 import torch
