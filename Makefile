@@ -1,6 +1,7 @@
 # grbench: `make bench` and `make test` do all the set-up on a fresh machine.
 #   make install [TORCH_SPEC=torch==2.13.0] [FAISS=cpu|gpu]   virtualenv in .venv + editable install
 #   make bench [DATASET=synthetic] [MODEL=all] [ARGS='key=value ...']
+#   make bench DATASET=beauty BUDGET=30 [JOBS=2]              equal-budget track: 30 min of training per model, 1 thread
 #   make test                                               the test suite (pytest)
 #   make leaderboard                                        regenerate leaderboards/*.md from the result JSONs
 PYTHON ?= python3
@@ -10,7 +11,11 @@ FAISS ?= cpu
 DATASET ?= synthetic
 MODEL ?= all
 ARGS ?=
+BUDGET ?=
+JOBS ?= 2
 PYTEST_ARGS ?=
+BUDGET ?=
+JOBS ?= 2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -33,7 +38,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/grbench bench --dataset $(DATASET) --model $(MODEL) $(ARGS)
+	$(BIN)/grbench bench --dataset $(DATASET) --model $(MODEL) $(if $(BUDGET),--budget $(BUDGET) --jobs $(JOBS)) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

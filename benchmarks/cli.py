@@ -74,9 +74,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .config import load_config, model_names
     from .leaderboard import write_leaderboards
-    from .run import run_benchmark
+    from .runtime import setup_runtime
 
     models = model_names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    if args.budget is not None:
+        return _bench_budget(args, models)
+    if models:  # threads and OpenMP wait policy (runtime.py): before .run imports torch
+        setup_runtime(load_config(args.dataset, models[0], args.overrides).get("runtime"))
+    from .run import run_benchmark
+
     summary = Table(title=f"grbench bench: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
         summary.add_column(col)
@@ -98,6 +104,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
+    """``--budget MINUTES``: the equal-budget track (budget.py), ``--jobs`` models at a time, one thread each."""
+    import datetime as dt
+    import json
+
+    from omegaconf import OmegaConf
+
+    from grbench.datamodules.paths import default_cache_dir
+    from grbench.datamodules.prepare import prepare_dataset
+
+    from .budget import budget_overrides, run_jobs
+    from .config import load_config
+    from .leaderboard import write_leaderboards
+
+    if args.no_write:
+        raise ValueError("--budget writes every model's result (that is its point): drop --no-write")
+    cfgs = {m: load_config(args.dataset, m, budget_overrides(m, args.budget, args.overrides)) for m in models}
+    cfg = cfgs[models[0]]
+    results_dir = Path(cfg.paths.results_dir)
+    cache = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else None
+    prepare_dataset(args.dataset, cache_dir=cache, data_dir=Path(cfg.paths.data_dir) if cfg.paths.data_dir else None,
+                    raw_dir=Path(cfg.paths.raw_dir) if cfg.paths.raw_dir else None,
+                    overrides=OmegaConf.to_container(cfg.data.overrides, resolve=True))   # once, before the jobs race
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_dir = (cache or default_cache_dir()) / "runs" / args.dataset / f"budget{args.budget:g}min-{stamp}"
+    console.rule(f"[bold]equal budget[/bold]: {len(models)} models on {args.dataset}, {args.budget:g} min of training "
+                 f"each, {args.jobs} at a time, 1 thread each (estimated wall time about "
+                 f"{-(-len(models) // args.jobs) * args.budget:g} min plus data, tokenizers and tests)")
+    heavy = [m for m, c in cfgs.items() if c.model.params.get("backbone") is not None]   # LLMs: one at a time
+    codes = run_jobs(args.dataset, models, args.budget, args.jobs, args.overrides, log_dir, console, heavy)
+    summary = Table(title=f"grbench bench --budget {args.budget:g}: {args.dataset}")
+    for col in ("model", "HR@10", "NDCG@10", "train s", "stopped by", "test users", "result"):
+        summary.add_column(col)
+    for m in models:
+        path = results_dir / args.dataset / f"{cfgs[m].result_name}.json"
+        if codes.get(m) != 0 or not path.exists():
+            summary.add_row(m, "—", "—", "—", "—", "—", f"failed: see {log_dir / f'{m}.log'}")
+            continue
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        summary.add_row(m, f"{rec['metrics'].get('hr@10', float('nan')):.4f}",
+                        f"{rec['metrics'].get('ndcg@10', float('nan')):.4f}", f"{rec['train_time_s']:.0f}",
+                        str(rec.get("stopped_by")), f"{rec['test_users']:,}", str(path))
+    console.print(summary)
+    if not args.no_leaderboard and any(c == 0 for c in codes.values()):
+        for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
+            console.print(f"wrote {p}")
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
 def _cmd_show_prompts(args: argparse.Namespace) -> int:
     from rich.panel import Panel
     from rich.text import Text
@@ -105,9 +160,12 @@ def _cmd_show_prompts(args: argparse.Namespace) -> int:
     from grbench.tokenizers.build import build_sid_table
 
     from .config import load_config
-    from .run import build_datamodule, build_model
+    from .runtime import setup_runtime
 
     cfg = load_config(args.dataset, args.model, args.overrides)
+    setup_runtime(cfg.get("runtime"))  # threads and OpenMP wait policy (runtime.py): before .run imports torch
+    from .run import build_datamodule, build_model
+
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup()
@@ -141,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="all", help="model name, comma-separated names, or 'all'")
     b.add_argument("--no-write", action="store_true", help="do not write the result JSON")
     b.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard page")
+    b.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="equal-budget track: every model trains for MINUTES of wall-clock time on one thread, in its "
+                   "own process, then is tested (all users when it decodes >= 20 users/s on a 2,000-user probe)")
+    b.add_argument("--jobs", type=int, default=2, help="with --budget: models run at a time (default 2: one per core "
+                   "of a 2-core machine)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     b.set_defaults(func=_cmd_bench)
 

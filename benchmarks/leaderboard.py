@@ -7,8 +7,16 @@ of every row. Output is deterministic: the same files give the same bytes (no ge
 columns and ties are ordered explicitly). Every file is written atomically (temporary file beside it, then
 ``os.replace``), so a reader never sees half a page.
 
-This module imports neither torch nor lightning, so ``grbench leaderboard`` is fast. The plot is written only
-when matplotlib is importable (it is not a dependency); otherwise it is skipped and logged.
+Each page shows two tracks apart, each sorted and bolded on its own (``benchmarks/track.py`` says which is which):
+the **paper track** (a model's recipe for the dataset, unchanged, to its own stopping rule), with the published
+figure on the same protocol beside ours (``benchmarks/configs/published.yaml``) and their ratio, and a row for every
+registered model that has no such result; then the **budget track**, first the equal-budget runs of
+``grbench bench --budget MINUTES`` (the same wall-clock training budget and threads for every row), then every other
+reduced run, each row listing what it cut. A second plot draws each result's validation NDCG@10 against its training
+minutes (log scale).
+
+This module imports neither torch nor lightning, so ``grbench leaderboard`` is fast. The plots are written only
+when matplotlib is importable; otherwise they are skipped and logged.
 """
 from __future__ import annotations
 
@@ -39,6 +47,10 @@ METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 INFO_COLUMNS: tuple[str, ...] = ("Params", "Train time", "Eval users/s", "Commit")
 DECIMALS = 4
+PUBLISHED_FILE = Path(__file__).resolve().parent / "configs" / "published.yaml"
+RATIO_TOLERANCE = 0.10    # a paper-track row further than this from the published figure is marked
+NOT_RUN = "not run at paper scale here"
+NO_TRACK = "track not recorded (a result from before the tracks existed)"
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -78,6 +90,42 @@ def find_datasets(results_dir: Path) -> list[str]:
     if not results_dir.is_dir():
         return []
     return sorted(p.name for p in results_dir.iterdir() if p.is_dir() and any(p.glob("*.json")))
+
+
+def load_published(path: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{dataset: {model: {"source", "metrics", "protocol", "gap_note"?}}}`` from the published-figures YAML.
+
+    A malformed file raises ``ValueError`` naming the file and the dataset/model/field."""
+    import yaml
+
+    path = Path(path) if path is not None else PUBLISHED_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must map dataset names to models")
+    for dataset, models in data.items():
+        if not isinstance(models, dict):
+            raise ValueError(f"{path}: {dataset}: must map model names to published entries")
+        for model, entry in models.items():
+            where = f"{path}: {dataset}.{model}"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: must be a mapping with source, metrics and protocol")
+            for field in ("source", "metrics", "protocol"):
+                if field not in entry:
+                    raise ValueError(f"{where}: missing field {field!r}")
+            unknown = set(entry) - {"source", "metrics", "protocol", "gap_note"}
+            if unknown:
+                raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: source, metrics, protocol, "
+                                 "gap_note)")
+            metrics = entry["metrics"]
+            if not isinstance(metrics, dict) or not metrics:
+                raise ValueError(f"{where}.metrics: must map metric names (hr@10, ndcg@10, ...) to numbers")
+            for key, value in metrics.items():
+                if _number(value) is None or not 0 <= float(value) <= 1:
+                    raise ValueError(f"{where}.metrics.{key}: {value!r} is not a fraction between 0 and 1")
+    return data
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -143,6 +191,27 @@ def _subset(record: dict[str, Any]) -> dict[str, Any] | None:
     """The record's test-user subset (``eval.max_test_users``), or None when every test user was evaluated."""
     sub = record.get("test_subset")
     return sub if isinstance(sub, dict) and sub.get("users") is not None else None
+
+
+def track_of(record: dict[str, Any]) -> str:
+    """``paper`` or ``budget``; a record without a track (written before tracks existed) counts as budget."""
+    return "paper" if record.get("track") == "paper" else "budget"
+
+
+def cuts_of(record: dict[str, Any]) -> list[str]:
+    """What a record cut from its model's recipe (``NO_TRACK`` when it records no track at all)."""
+    if record.get("track") not in ("paper", "budget"):
+        return [NO_TRACK]
+    cuts = record.get("cuts")
+    return [str(c) for c in cuts] if isinstance(cuts, list) else []
+
+
+def budget_of(record: dict[str, Any]) -> tuple[float, int] | None:
+    """``(minutes, threads)`` of an equal-budget run (``grbench bench --budget``), else None."""
+    b = record.get("budget")
+    if not isinstance(b, dict) or _number(b.get("minutes")) is None:
+        return None
+    return float(b["minutes"]), int(_number(b.get("threads")) or 0)
 
 
 def _model_label(record: dict[str, Any]) -> str:
@@ -288,7 +357,34 @@ def _dataset_facts(dataset: str, records: list[dict[str, Any]]) -> tuple[str, li
     return "**Dataset**: " + "; ".join(parts) + ".", warnings
 
 
-def _table(records: list[dict[str, Any]]) -> str:
+def _ratio_cell(record: dict[str, Any], entry: dict[str, Any]) -> str:
+    """``ours / published`` for HR@10 and NDCG@10; ⚠ (and the gap note, where one exists) beyond the tolerance."""
+    ratios = []
+    for key in ("hr@10", "ndcg@10"):
+        ours, theirs = _metric(record, key), _number((entry.get("metrics") or {}).get(key))
+        ratios.append(None if ours is None or not theirs else ours / theirs)
+    if all(r is None for r in ratios):
+        return MISSING
+    text = " / ".join(MISSING if r is None else f"{r:.2f}x" for r in ratios)
+    if any(r is not None and abs(r - 1) > RATIO_TOLERANCE for r in ratios):
+        text += " ⚠"
+        if entry.get("gap_note"):
+            text += f" ([why]({entry['gap_note']}))"
+    return text
+
+
+def _published_cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return MISSING
+    m = entry.get("metrics") or {}
+    return f"{_fmt(_number(m.get('hr@10')))} / {_fmt(_number(m.get('ndcg@10')))}"
+
+
+def _table(records: list[dict[str, Any]], *, published: dict[str, dict[str, Any]] | None = None,
+           absent: list[str] = (), cuts: bool = False) -> str:
+    """One markdown table, sorted by NDCG@10 with its own bold marks. ``published`` (model -> entry) adds the
+    published HR@10 / NDCG@10 and the ratio; ``absent`` adds a row per model with no result here; ``cuts`` adds the
+    column of what each row cut from its recipe."""
     rows = sort_records(records)
     cells: list[list[str]] = [[_cell(_model_label(r))] for r in rows]
     ranked = [_subset(r) is None for r in rows]       # subset rows take no bold mark (see the warning)
@@ -300,11 +396,26 @@ def _table(records: list[dict[str, Any]]) -> str:
             if key.startswith("entropy@") and v is not None:
                 text += f" ({_fmt(_metric(r, key.replace('entropy@', 'entropy_norm@')))})"
             cells[i].append(f"**{text}**" if i in best else text)
+    header = ["Model", *(h for h, _, _ in METRIC_COLUMNS)]
+    if published is not None:
+        header += ["Published HR@10 / NDCG@10", "Ours / published"]
+        for i, r in enumerate(rows):
+            entry = published.get(str(r.get("model")))
+            cells[i] += [_published_cell(entry), _ratio_cell(r, entry) if entry else MISSING]
     for i, r in enumerate(rows):
         cells[i] += [_fmt_params(r.get("num_parameters")), _fmt_seconds(r.get("train_time_s")),
                      _fmt_rate(r.get("eval_users_per_s")), _fmt_commit(r.get("git"))]
-    header = ["Model", *(h for h, _, _ in METRIC_COLUMNS), *INFO_COLUMNS]
-    align = [":--"] + ["--:"] * (len(header) - 1)
+    header += list(INFO_COLUMNS)
+    if cuts:
+        header.append("Cuts from the recipe")
+        for i, r in enumerate(rows):
+            cells[i].append(_cell("; ".join(cuts_of(r))) or MISSING)
+    for model in absent:
+        row = [f"{_cell(model)}: *{NOT_RUN}*"] + [MISSING] * len(METRIC_COLUMNS)
+        if published is not None:
+            row += [_published_cell(published.get(model)), MISSING]
+        cells.append(row + [MISSING] * (len(header) - len(row)))
+    align = [":--"] + ["--:"] * (len(header) - 1 - int(cuts)) + [":--"] * int(cuts)
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     out += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(out)
@@ -329,25 +440,98 @@ def _model_note(info: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
-                   plot: str | None = None) -> str:
-    """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, table (best per column bold), footer.
+def _curve_points(record: dict[str, Any]) -> list[tuple[float, float]]:
+    """``(training minutes, validation NDCG@10)`` of a record's learning curve (empty when it has none)."""
+    curve = record.get("curve")
+    points = curve.get("points") if isinstance(curve, dict) else None
+    out = []
+    for p in points if isinstance(points, list) else []:
+        t, v = (_number(p.get("train_s")), _number(p.get("val/ndcg@10"))) if isinstance(p, dict) else (None, None)
+        if t is not None and v is not None and t > 0:
+            out.append((t / 60.0, v))
+    return out
 
-    ``results_link`` is the folder of the result files relative to the page (default ``results/<dataset>``, the
-    default layout); ``plot`` is the file name of a plot beside the page to embed, if one was written.
+
+def _budget_groups(records: list[dict[str, Any]]) -> tuple[dict[tuple[float, int], list[dict[str, Any]]],
+                                                           list[dict[str, Any]]]:
+    equal: dict[tuple[float, int], list[dict[str, Any]]] = {}
+    other = []
+    for r in records:
+        b = budget_of(r)
+        (equal.setdefault(b, []) if b is not None else other).append(r)
+    return equal, other
+
+
+def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
+                   plot: str | None = None, curves_plot: str | None = None,
+                   published: dict[str, dict[str, Any]] | None = None, models: list[str] | None = None) -> str:
+    """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, the paper track (with the published
+    figures and a row for every model in ``models`` that has no paper-track result), the budget track (equal-budget
+    runs first, then the others, each row with its cuts), notes, plots and a footer naming every row's file.
+
+    ``results_link`` is the folder of the result files relative to the page (default ``results/<dataset>``);
+    ``plot`` / ``curves_plot`` are file names of plots beside the page; ``published`` maps a model to its published
+    entry for this dataset (``load_published()[dataset]``); ``models`` defaults to the registered models.
     """
     results_link = results_link if results_link is not None else f"results/{dataset}"
     parts = [f"# {dataset}: grbench leaderboard", ""]
     if not records:
         parts += [f"No result files under `{results_link}/` yet.", ""]
         return "\n".join(parts)
+    if models is None:
+        from .config import model_names
+        models = model_names()
+    published = published or {}
     protocol, proto_warnings = _protocol(records)
     facts, data_warnings = _dataset_facts(dataset, records)
     parts += [protocol, "", facts, ""]
     for w in data_warnings + proto_warnings:
         parts += [f"> ⚠ Warning: {w}", ""]
-    parts += ["## Results", "", "Sorted by NDCG@10; the best value of each metric column is bold (Invalid@10: "
-              "lowest; the others: highest; ties all bold). — marks a missing value.", "", _table(records), ""]
+    paper = [r for r in records if track_of(r) == "paper" and budget_of(r) is None]
+    budget = [r for r in records if r not in paper]     # an equal-budget run of a model with nothing to train too
+    present = {str(r.get("model")) for r in paper}
+    absent = sorted(m for m in dict.fromkeys([*models, *(str(r.get("model")) for r in records)]) if m not in present)
+    parts += ["## Paper track", "",
+              "Each model's recipe for this dataset (`benchmarks/configs/models/<model>.yaml` and its `per_dataset` "
+              "block) run unchanged, to its own stopping rule, and tested on every test user. Sorted by NDCG@10; the "
+              "best value of each metric column is bold (Invalid@10: lowest; the others: highest; ties all bold); — "
+              "marks a missing value."]
+    if published:
+        parts += ["", "Published: the paper's HR@10 / NDCG@10 on this protocol (`benchmarks/configs/published.yaml`, "
+                  "sources below); ours / published is the ratio of HR@10 / NDCG@10, marked ⚠ when either is more "
+                  f"than {RATIO_TOLERANCE:.0%} away, with the note that explains the gap where one exists."]
+    else:
+        parts += ["", f"No published figures on this protocol for {dataset}."]
+    parts += ["", _table(paper, published=published if published else None, absent=absent), ""]
+    notes = [(r, r.get("recipe_notes")) for r in sort_records(paper)]
+    notes = [(r, n) for r, n in notes if isinstance(n, list) and n]
+    if notes:
+        parts += ["Recipe adaptations that keep the paper track (each recipe's `recipe.notes`):", ""]
+        parts += [f"- {_cell(_model_label(r))}: {'; '.join(' '.join(str(x).split()) for x in n)}" for r, n in notes]
+        parts.append("")
+    if published:
+        parts += ["Published figures and their protocols:", ""]
+        for model in sorted(published):
+            e = published[model]
+            parts.append(f"- {_cell(model)}: {_published_cell(e)}, {' '.join(str(e['source']).split())}. "
+                         f"{' '.join(str(e['protocol']).split())}")
+        parts.append("")
+    parts += ["## Budget track", "",
+              "Everything else: a recipe that itself cuts from its paper's (a smaller model, fewer steps), a run that "
+              "changed the recipe, stopped on a wall-clock cap or tested a subset of the users. Each row lists its "
+              "cuts; these rows show what a model reaches under that budget, not what its paradigm can do."]
+    equal, other = _budget_groups(budget)
+    for (minutes, threads), group in sorted(equal.items()):
+        parts += ["", f"### Equal budget: {minutes:g} min of training on {threads} thread{'s' if threads != 1 else ''} "
+                  "each", "",
+                  f"`grbench bench --dataset {dataset} --model all --budget {minutes:g}`: every row had the same "
+                  "wall-clock training budget and threads (validation passes count against it; each recipe's own "
+                  "stopping rule may end it sooner; schedules are not rescaled), then a full test; a model that decoded slower than its "
+                  "probe's minimum on a fixed subset of users is tested on that subset only and labelled.", "",
+                  _table(group, cuts=True)]
+    if other:
+        parts += ["", "### Other budget runs" if equal else "### Budget runs", "", _table(other, cuts=True)]
+    parts.append("")
     model_notes = [(r, _model_note(r.get("model_info") or {})) for r in sort_records(records)]
     model_notes = [(r, n) for r, n in model_notes if n]
     if model_notes:
@@ -355,11 +539,21 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
+    parts += ["## Learning curves", ""]
+    if curves_plot:
+        parts += ["Validation NDCG@10 after each epoch against cumulative training minutes (log scale; validation "
+                  "time excluded), one line per result that recorded its curve: a line still rising at its right end "
+                  "was still improving when its training stopped.", "", f"![validation NDCG@10 against training "
+                  f"minutes]({curves_plot})", ""]
+    without = [r for r in sort_records(records) if not _curve_points(r) and r.get("curve", 0) is not None]
+    if without:
+        parts += ["No learning curve recorded (results from before curves were stored): "
+                  + ", ".join(_cell(_model_label(r)) for r in without) + ".", ""]
     parts += ["---", "", f"Generated from the result JSON files in `{results_link}/` by `grbench leaderboard`; do not "
               "edit by hand. Rows and their source files:", ""]
     for r in sort_records(records):
         src = str(r.get("_source") or f"{r.get('model')}.json")
-        line = f"- {_cell(_model_label(r))}: [`{src}`]({results_link}/{src})"
+        line = f"- {_cell(_model_label(r))} ({track_of(r)} track): [`{src}`]({results_link}/{src})"
         notes = r.get("notes")
         if isinstance(notes, str) and notes.strip():
             line += f" ({' '.join(notes.split())})"
@@ -369,19 +563,24 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
 
 
 def render_index(summaries: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown for ``leaderboards/README.md``: one row per dataset (models, best by NDCG@10, link to the page)."""
+    """Markdown for ``leaderboards/README.md``: one row per dataset (models, the best row of each track, the page)."""
     lines = ["# grbench leaderboards", "",
              "One page per dataset, regenerated from `results/<dataset>/*.json` by `grbench leaderboard`. Figures "
-             "are comparable only within a page (same data, split and evaluator).", "",
-             "| Dataset | Models | Best by NDCG@10 | NDCG@10 | Page |", "| :-- | --: | :-- | --: | :-- |"]
+             "are comparable only within a page (same data, split and evaluator), and a paper-track row (the model's "
+             "recipe, unchanged) only with another paper-track row or with an equal-budget row of the same budget.",
+             "", "| Dataset | Results | Best paper track (NDCG@10) | Best budget track (NDCG@10) | Page |",
+             "| :-- | --: | :-- | :-- | :-- |"]
+
+    def best(records: list[dict[str, Any]]) -> str:
+        ranked = [r for r in sort_records(records) if _metric(r, SORT_METRIC) is not None and _subset(r) is None]
+        return f"{_cell(_model_label(ranked[0]))} ({_fmt(_metric(ranked[0], SORT_METRIC))})" if ranked else MISSING
+
     for dataset in sorted(summaries):
         records = summaries[dataset]
-        ranked = [r for r in sort_records(records) if _metric(r, SORT_METRIC) is not None]
-        best = ranked[0] if ranked else None
         hashes = {(r.get("dataset_manifest") or {}).get("content_hash") for r in records}
         flag = " ⚠ content hashes differ" if len(hashes) > 1 else ""
-        lines.append(f"| {_cell(dataset)} | {len(records)} | {_cell(_model_label(best)) if best else MISSING} | "
-                     f"{_fmt(_metric(best, SORT_METRIC)) if best else MISSING} | "
+        lines.append(f"| {_cell(dataset)} | {len(records)} | {best([r for r in records if track_of(r) == 'paper'])} "
+                     f"| {best([r for r in records if track_of(r) == 'budget'])} | "
                      f"[{_cell(dataset)}.md]({dataset}.md){flag} |")
     if not summaries:
         lines.append(f"| {MISSING} | 0 | {MISSING} | {MISSING} | {MISSING} |")
@@ -423,18 +622,49 @@ def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
         ax.bar([i + (j - 0.5) * width for i in range(len(rows))],
                [float("nan") if _metric(r, key) is None else _metric(r, key) for r in rows], width=width, label=name)
     ax.set_xticks(list(range(len(rows))))
-    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_xticklabels([f"{lab} ({track_of(r)})" for lab, r in zip(labels, rows)], rotation=30, ha="right",
+                       fontsize=7)
     ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
     ax.legend()
-    fig.tight_layout()
+    with atomic_file(path, "wb") as f:   # bbox "tight": the long model labels stay inside the image
+        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+    return True
+
+
+def write_curve_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
+    """Validation NDCG@10 against cumulative training minutes (log x), one line per record with a curve (atomic,
+    deterministic PNG). False when no record has a curve or matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    rows = [(r, _curve_points(r)) for r in sort_records(records)]
+    rows = [(r, pts) for r, pts in rows if pts]
+    if not rows:
+        return False
+    fig = Figure(figsize=(8.0, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for r, pts in rows:
+        style = "-" if track_of(r) == "paper" else "--"
+        ax.plot([t for t, _ in pts], [v for _, v in pts], style, marker="o", markersize=3,
+                label=f"{_model_label(r)} ({track_of(r)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (minutes, log scale; validation excluded)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(f"{dataset}: learning curves (solid: paper track, dashed: budget track)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", metadata={"Software": None})
+        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
     return True
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | None = None,
-                       plots: bool = True) -> list[Path]:
-    """Regenerate ``out_dir/<dataset>.md`` (and ``.png`` when matplotlib is importable) and ``out_dir/README.md``.
+                       plots: bool = True, published_file: Path | None = None) -> list[Path]:
+    """Regenerate ``out_dir/<dataset>.md`` (with ``<dataset>.png`` and ``<dataset>_curves.png`` when matplotlib is
+    importable) and ``out_dir/README.md``. ``published_file``: the published figures (default ``PUBLISHED_FILE``).
 
     ``datasets``: the pages to regenerate (default: every dataset folder under ``results_dir`` holding a
     ``*.json``); a named dataset without a results folder raises ``FileNotFoundError``. The index always lists
@@ -449,17 +679,26 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
     draw = plots and matplotlib_available()
     if plots and not draw:
         log.info("matplotlib is not importable: leaderboard plots skipped")
+    published = load_published(published_file)
+    from .config import model_names
+    models = model_names()
     written: list[Path] = []
     for dataset in targets:
         records = loaded[dataset]
-        plot_name = None
+        plot_name = curves_name = None
         if draw and records:
             png = out_dir / f"{dataset}.png"
             if write_plot(png, dataset, records):
                 written.append(png)
                 plot_name = png.name
+            png = out_dir / f"{dataset}_curves.png"
+            if write_curve_plot(png, dataset, records):
+                written.append(png)
+                curves_name = png.name
         page = out_dir / f"{dataset}.md"
-        write_text_atomic(page, render_dataset(dataset, records, results_link=f"{link}/{dataset}", plot=plot_name))
+        write_text_atomic(page, render_dataset(dataset, records, results_link=f"{link}/{dataset}", plot=plot_name,
+                                               curves_plot=curves_name, published=published.get(dataset) or {},
+                                               models=models))
         written.append(page)
     index = out_dir / "README.md"
     write_text_atomic(index, render_index({d: r for d, r in loaded.items() if r}))

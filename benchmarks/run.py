@@ -1,6 +1,7 @@
 """One benchmark run, end to end: data -> model -> Lightning fit (best-validation checkpoint) -> test -> result JSON.
 
-The result record (``<results_dir>/<dataset>/<model>.json``) holds the test and best-validation metrics, the
+The result record (``<results_dir>/<dataset>/<model>.json``) holds the test and best-validation metrics, its track
+(paper or budget, with every cut from the model's recipe: ``track.py``), the per-epoch validation curve, the
 resolved config, the dataset manifest (with its content hash), seed, git commit, package versions, hardware,
 training time, evaluation users per second and peak memory, so a figure can be traced to what produced it.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +25,10 @@ from grbench.datamodules.paths import default_cache_dir
 from grbench.lightning_modules.base import GenerativeRecommender
 from grbench.lightning_modules.registry import get_model_class
 
+from .callbacks import LearningCurve, WallTimeEstimate
+from .config import load_config
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
+from .track import classify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,11 +72,12 @@ def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
                eval=OmegaConf.to_container(cfg.eval, resolve=True), **params)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint, LearningCurve]:
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=t.monitor, mode="max", save_top_k=1,
                            filename="best-{epoch}", auto_insert_metric_name=False)
-    callbacks: list[Any] = [ckpt]
+    curve = LearningCurve()
+    callbacks: list[Any] = [ckpt, curve, WallTimeEstimate(str(cfg.result_name or cfg.model.name))]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
     if t.progress:
@@ -85,12 +91,50 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheck
                         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
                         use_distributed_sampler=False,  # the datamodule shards: eval must not pad (DESIGN.md)
                         enable_model_summary=False)
-    return trainer, ckpt
+    return trainer, ckpt, curve
+
+
+def stopped_by(trainer: L.Trainer) -> str:
+    """How ``fit`` ended: early_stopping, max_epochs, max_time or interrupted."""
+    es = trainer.early_stopping_callback
+    if es is not None and es.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.interrupted:
+        return "interrupted"
+    if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "max_time" if any(isinstance(c, Timer) for c in trainer.callbacks) else "interrupted"
+
+
+def _test(trainer: L.Trainer, model: GenerativeRecommender, dm: SequenceDataModule, ckpt_path: str | None,
+          cfg: DictConfig) -> dict[str, Any] | None:
+    """Test the model; with ``eval.full_test_min_users_per_s`` set, test a fixed ``eval.probe_users`` subset first
+    and go on to every test user only when the model decoded at least that fast there. Returns the probe's facts."""
+    min_rate = cfg.eval.get("full_test_min_users_per_s")
+    probe_users = int(cfg.eval.get("probe_users") or 2000)
+    full = len(dm.splits["test_all"])
+    if min_rate is None or dm.max_test_users is not None or probe_users >= full:
+        trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+        return None
+    dm.limit_test_users(probe_users)
+    trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+    rate = float(model.test_results["eval_users_per_s"])
+    probe = {"users": probe_users, "users_per_s": round(rate, 2), "min_users_per_s": float(min_rate),
+             "full_test": rate >= float(min_rate)}
+    if probe["full_test"]:
+        dm.limit_test_users(None)
+        trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+    return probe
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     """Train (if the model trains), test the best-validation checkpoint, and write the result record."""
     git = git_info(REPO_ROOT)  # taken at the start: the code that ran, not what changed meanwhile
+    recipe = _plain(load_config(cfg.dataset, cfg.model.name))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     cache_dir = _path(cfg.paths.cache_dir, default_cache_dir())
@@ -102,32 +146,45 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     dm.setup()
     model = build_model(cfg, dm.num_items)
     model.prepare(dm)
-    trainer, ckpt = build_trainer(cfg, run_dir)
+    trainer, ckpt, curve = build_trainer(cfg, run_dir)
 
-    train_time, best_val, epochs = 0.0, None, 0
+    train_time, best_val, epochs, steps, stop, probe = 0.0, None, 0, 0, None, None
     if model.trainable:
         start = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         train_time = time.perf_counter() - start
-        epochs = trainer.current_epoch
+        epochs, steps, stop = trainer.current_epoch, int(trainer.global_step), stopped_by(trainer)
         best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-        trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path or None, verbose=False)
+        probe = _test(trainer, model, dm, ckpt.best_model_path or None, cfg)
     else:
-        trainer.test(model, datamodule=dm, verbose=False)
+        probe = _test(trainer, model, dm, None, cfg)
     if trainer.global_rank != 0:
         return {}
     results = dict(model.test_results)
+    run_cfg = _plain(cfg)
+    track = classify(run_cfg, recipe, stopped_by=stop, epochs=epochs if model.trainable else None,
+                     steps=steps if model.trainable else None, test_subset=dm.test_subset, trainable=model.trainable)
+    budget = cfg.get("budget") or {}
     record = {
         "model": cfg.model.name,
         "dataset": cfg.dataset,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "track": track["track"],      # paper: the recipe unchanged, to its own stopping rule; budget: see cuts
+        "cuts": track["cuts"],
+        "recipe_notes": track["notes"],
         "metrics": {k: v for k, v in results.items() if "@" in k},
         "test_users": int(results["users"]),
         "test_subset": dm.test_subset,      # null: every test user; else a fixed-seed subset (eval.max_test_users)
+        "test_probe": probe,                # eval.full_test_min_users_per_s: the probe subset's decode rate
         "best_val": {"monitor": cfg.trainer.monitor, "value": best_val,
                      "checkpoint": Path(ckpt.best_model_path).name if ckpt.best_model_path else None},
         "epochs_trained": epochs,
+        "steps_trained": steps,
+        "stopped_by": stop,
         "train_time_s": round(train_time, 2),
+        "curve": {"monitor": cfg.trainer.monitor, **curve.state()} if model.trainable else None,
+        "budget": ({"minutes": float(budget["minutes"]), "threads": torch.get_num_threads()}
+                   if budget.get("minutes") is not None else None),
         "eval_users_per_s": round(results["eval_users_per_s"], 2),
         "eval_seconds": round(results["eval_seconds"], 3),
         "peak_memory": peak_memory_mb(),
@@ -139,7 +196,7 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "git": git,
         "packages": package_versions(),
         "hardware": hardware(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": run_cfg,
     }
     if write:
         path = _path(cfg.paths.results_dir) / cfg.dataset / f"{cfg.result_name or cfg.model.name}.json"

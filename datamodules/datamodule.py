@@ -213,12 +213,21 @@ class SequenceDataModule(L.LightningDataModule):
     def _subset_test_users(self) -> None:
         """``max_test_users``: keep a random subset of the test users, drawn with a fixed seed (``SUBSET_SEED``, not
         the run's seed) so that every model and seed evaluated with the same cap sees the same users."""
-        test = self.splits["test"]
+        test = self.splits.setdefault("test_all", self.splits["test"])
+        self.splits["test"], self.test_subset = test, None
         if self.max_test_users is None or self.max_test_users >= len(test):
             return
         keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(test), self.max_test_users, replace=False))
         self.splits["test"] = PrefixSamples(test.sequences, test.users[keep], test.ends[keep], test.max_history)
         self.test_subset = {"users": int(len(keep)), "of": int(len(test)), "seed": SUBSET_SEED}
+
+    def limit_test_users(self, max_test_users: int | None) -> None:
+        """Test on a fixed-seed subset of ``max_test_users`` users from now on (None: every test user again)."""
+        if max_test_users is not None and int(max_test_users) < 1:
+            raise ValueError(f"max_test_users must be a positive number of users or null, got {max_test_users}")
+        self.max_test_users = None if max_test_users is None else int(max_test_users)
+        if self.splits:
+            self._subset_test_users()
 
     # ---------------------------------------------------------------- facts models need
     @property

@@ -27,6 +27,8 @@ from .llm_recommender import IGNORE, LLMRecommender
 class LCRec(LLMRecommender):
     """Multi-task instruction tuning over SID tokens; constrained beam search at test time."""
 
+    trains_on_task_mixture = True
+
     def __init__(self, num_items: int, eval_chunk: int = 32, **kwargs: Any) -> None:
         super().__init__(num_items, **kwargs)
         self.eval_chunk = int(eval_chunk)

@@ -10,11 +10,17 @@ target)`` becomes one instruction sample: its task is drawn by the tasks' weight
 a generator seeded by ``(seed, global step, rank)``; item-side tasks (``item2index``, ``index2item`` and TS-Rec's
 token tasks) use an item or token drawn uniformly from the catalogue, so every item is aligned, not only popular
 targets. ``examples_for_user`` renders every prompt for one user (``grbench show-prompts``).
+
+Item text: titles and descriptions are cut to ``max_text_words`` words; an item without a title is rendered as
+``Item <id>``. A dataset with no title or description at all (ids only, e.g. instruments) and a model that trains on
+the task mixture (LC-Rec, TS-Rec) with an active task that reads item text is an error naming those tasks, unless
+``missing_text: placeholder`` asks for ``Item <id>`` in their place: switch text tasks off with ``task_weights``
+(as the ``per_dataset`` blocks of text-less datasets do) rather than train them on placeholders unknowingly.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,22 +29,28 @@ from grbench.tokenizers.sid_table import SIDTable
 
 from .base import SemanticIDRecommender
 from .llm_backbone import add_sid_tokens, apply_lora, build_backbone, sid_token_strings
-from .prompts import PromptSet, load_prompts
+from .prompts import PromptSet, _fields, load_prompts
 
 DEFAULT_BACKBONE: dict[str, Any] = {"name": "smollm2", "init": "pretrained", "arch": None, "config": {},
                                     "tokenizer": None}
 DEFAULT_TOKENIZER: dict[str, Any] = {"kind": "rq_kmeans", "collision": "reassign_last",
                                      "params": {"levels": 3, "codebook_size": 256}, "encoder": {}}
 IGNORE = -100
+TEXT_PROMPT_FIELDS = frozenset({"title", "description", "history_titles"})   # prompt fields that read item text
+MISSING_TEXT = ("error", "placeholder")
 
 
 class LLMRecommender(SemanticIDRecommender):
     """Backbone + SID tokens + prompts; subclasses implement ``training_loss`` and ``recommend``."""
 
+    #: True for models whose training draws samples from the prompt set's task mixture (LC-Rec, TS-Rec); SimGR
+    #: trains on the evaluation prompt only, so the other tasks' need for item text does not concern it
+    trains_on_task_mixture: ClassVar[bool] = False
+
     def __init__(self, num_items: int, backbone: dict[str, Any] | None = None, lora: dict[str, Any] | None = None,
                  prompts: str = "lcrec", task_weights: dict[str, float] | None = None, max_history: int = 20,
                  max_text_words: int = 32, max_prompt_tokens: int = 512, tokenizer: dict[str, Any] | None = None,
-                 seed: int = 0, **kwargs: Any) -> None:
+                 missing_text: str = "error", seed: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("eval", {})
         kwargs["eval"] = {**kwargs["eval"], "beam_size": kwargs["eval"].get("beam_size") or 20}
         super().__init__(num_items, **kwargs)
@@ -49,6 +61,9 @@ class LLMRecommender(SemanticIDRecommender):
         self.task_probs = np.asarray(weights) / sum(weights)
         self.max_history, self.max_text_words, self.max_prompt_tokens = max_history, max_text_words, max_prompt_tokens
         self.tokenizer_cfg = dict(tokenizer or DEFAULT_TOKENIZER)
+        if missing_text not in MISSING_TEXT:
+            raise ValueError(f"missing_text must be one of {MISSING_TEXT}, got {missing_text!r}")
+        self.missing_text = missing_text
         self.seed = seed
         self.cache_dir: Path | None = None
         self.titles: list[str] = []
@@ -64,8 +79,25 @@ class LLMRecommender(SemanticIDRecommender):
         self.attach_texts(datamodule.data)
         super().prepare(datamodule)
 
+    def text_tasks(self) -> list[str]:
+        """The active tasks whose templates read item text (title, description, titles of the history)."""
+        return [name for name in self.task_names
+                if any(fields & TEXT_PROMPT_FIELDS for t in self.prompt_set.tasks[name].templates
+                       for fields in (_fields(t.instruction), _fields(t.response)))]
+
     def attach_texts(self, data: Any) -> None:
-        """Item titles and descriptions (cut to ``max_text_words`` words) for the text tasks."""
+        """Item titles and descriptions (cut to ``max_text_words`` words) for the text tasks. A dataset without any
+        title or description stops here when an active training task reads them (see the module docstring)."""
+        has_text = any(any(data.items.get(f) or []) for f in ("title", "description"))
+        needing = self.text_tasks() if self.trains_on_task_mixture and not has_text else []
+        if needing and self.missing_text == "error":
+            off = ", ".join(f"{name}: 0" for name in needing)
+            raise ValueError(
+                f"dataset {getattr(data, 'name', '?')!r} has no item text (no title or description), but the active "
+                f"task(s) {needing} of prompt set {self.prompt_set.path.name} read it: switch them off with "
+                f"model.params.task_weights={{{off}}} (the per_dataset blocks of text-less datasets do), or set "
+                "model.params.missing_text=placeholder to render 'Item <id>' in place of every title")
+        self.result_extras["item_text"] = "placeholder" if needing else has_text
         n = data.num_items
         cut = lambda text: " ".join(str(text or "").split()[: self.max_text_words])  # noqa: E731
         self.titles = [cut(t) or f"Item {i}" for i, t in enumerate(data.items.get("title") or [""] * n)]

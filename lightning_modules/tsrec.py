@@ -88,9 +88,10 @@ class TSRec(LCRec):
             self.set_semantics(*extract_token_semantics(
                 self.table.codes, self.token_names, self.semantic_texts, self.titles, self.extractor_cfg,
                 model=model, tokenizer=self.tok, cache_dir=self.cache_dir, suppress_ids=sid_ids))
-        if self.ts_align and not self.align_tokens:
-            raise ValueError("ts_align=true but no SID token got keywords: the dataset's items have no text in "
-                             f"{self.extractor_cfg['fields']}; set ts_align=false")
+        for switch, on in (("ts_align", self.ts_align), ("sa_init", self.sa_init)):
+            if on and not self.align_tokens:      # SA-Init would leave every row at the resize initialisation
+                raise ValueError(f"{switch}=true but no SID token got keywords: the dataset's items have no text in "
+                                 f"{self.extractor_cfg['fields']}; set {switch}=false")
         init = (sa_init_embeddings(model.get_input_embeddings().weight, self.tok, self.semantics, self.level_ids)
                 if self.sa_init else None)
         self.result_extras["token_semantics"] = self.semantics_summary(self.semantics, self.llm_fallbacks, init)

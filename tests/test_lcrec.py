@@ -13,6 +13,7 @@ import torch
 from grbench.lightning_modules.lcrec import LCRec
 from grbench.lightning_modules.pop import Pop
 from grbench.lightning_modules.prompts import load_prompts
+from grbench.lightning_modules.registry import get_model_class
 from grbench.tokenizers.sid_table import SIDTable
 
 from llm_fixtures import save_tiny_backbone
@@ -47,6 +48,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 def make(assets: dict[str, Path], seed: int = 0, **kw) -> LCRec:
     kw.setdefault("prompts", str(assets["prompts"]))
+    kw.setdefault("missing_text", "placeholder")     # the rule data has ids only: titles render as "Item <id>"
     model = LCRec(NUM_ITEMS, backbone={"name": str(assets["backbone"])}, seed=seed,
                   eval={"ks": [1, 5, 10], "beam_size": 10},
                   optim={"lr": 5e-3, "scheduler": "cosine", "warmup_steps": 20}, **kw)
@@ -91,6 +93,28 @@ def test_shipped_prompt_set_renders_every_task_for_one_user(assets) -> None:
     assert "### Response:" in examples[-1][1]
     index2item = [e for e in examples if "(index2item)" in e[0]]
     assert {r for _, _, r in index2item} == {model.titles[5], model.descriptions[5]}
+
+
+def test_text_tasks_on_data_without_text_are_an_explicit_choice(assets) -> None:
+    """Ids-only data (as instruments): an active task that reads titles stops with the tasks named, unless they are
+    switched off or placeholders are asked for; SimGR, which trains on the evaluation prompt only, is not concerned."""
+    dm = rule_datamodule()
+    dm.setup()
+    with pytest.raises(ValueError, match=r"no item text .*\['item2index'\].*task_weights=\{item2index: 0\}"):
+        LCRec(NUM_ITEMS, prompts=str(assets["prompts"])).attach_texts(dm.data)
+    with pytest.raises(ValueError, match=r"\['item2index', 'index2item', 'fusionseqrec', 'histtitles2index'\]"):
+        LCRec(NUM_ITEMS, prompts="lcrec").attach_texts(dm.data)
+    off = LCRec(NUM_ITEMS, prompts="lcrec", task_weights={"item2index": 0, "index2item": 0, "fusionseqrec": 0,
+                                                          "histtitles2index": 0})
+    off.attach_texts(dm.data)
+    assert off.task_names == ["seqrec"] and off.text_tasks() == [] and off.result_extras["item_text"] is False
+    shown = LCRec(NUM_ITEMS, prompts=str(assets["prompts"]), missing_text="placeholder")
+    shown.attach_texts(dm.data)
+    assert shown.titles[:2] == ["Item 0", "Item 1"] and shown.result_extras["item_text"] == "placeholder"
+    simgr = get_model_class("simgr")(NUM_ITEMS, prompts="lcrec")
+    simgr.attach_texts(dm.data)                                    # no error: SimGR reads only the seqrec prompt
+    with pytest.raises(ValueError, match="missing_text must be one of"):
+        LCRec(NUM_ITEMS, missing_text="ignore")
 
 
 def test_sft_labels_cover_exactly_the_response_and_eos(assets) -> None:

@@ -24,6 +24,8 @@ def _fixture_record(model: str, metrics: dict[str, float], **extra: Any) -> dict
         "model": model,
         "dataset": DATASET,
         "created": "2025-01-01T00:00:00+00:00",
+        "track": "paper",
+        "cuts": [],
         "metrics": metrics,
         "test_users": 100,
         "best_val": {"monitor": "val/ndcg@10", "value": 0.5, "checkpoint": "best-3.ckpt"},
@@ -73,14 +75,22 @@ def _write_results(root: Path, records: list[dict[str, Any]] | None = None) -> P
     return results
 
 
-def _table(page: str) -> tuple[list[str], list[list[str]]]:
-    lines = [ln for ln in page.splitlines() if ln.startswith("| ")]
+def _table(page: str, index: int = 0) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the page's ``index``-th table (0: the paper track's)."""
+    tables, current = [], []
+    for ln in page.splitlines() + [""]:
+        if ln.startswith("| "):
+            current.append(ln)
+        elif current:
+            tables.append(current)
+            current = []
+    lines = tables[index]
     split = [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines]
     return split[0], split[2:]  # header, rows (skip the alignment row)
 
 
 def _render(tmp_path: Path) -> str:
-    return lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path), DATASET))
+    return lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path), DATASET), models=[])
 
 
 def test_load_results_sorted_by_file_name_with_source(tmp_path: Path) -> None:
@@ -157,9 +167,9 @@ def test_footer_names_source_file_of_each_row(tmp_path: Path) -> None:
     footer = page[page.index("Generated from the result JSON files"):]
     assert "`grbench leaderboard`" in footer
     lines = [ln for ln in footer.splitlines() if ln.startswith("- ")]
-    assert lines == ["- beta: [`beta.json`](results/toy/beta.json)",
-                     "- alpha: [`alpha.json`](results/toy/alpha.json) (reference run)",
-                     "- gamma: [`gamma.json`](results/toy/gamma.json)"]
+    assert lines == ["- beta (paper track): [`beta.json`](results/toy/beta.json)",
+                     "- alpha (paper track): [`alpha.json`](results/toy/alpha.json) (reference run)",
+                     "- gamma (paper track): [`gamma.json`](results/toy/gamma.json)"]
 
 
 def test_content_hash_disagreement_warns(tmp_path: Path) -> None:
@@ -175,8 +185,8 @@ def test_index_content(tmp_path: Path) -> None:
     other = [_fixture_record("solo", {"ndcg@10": 0.123456}, dataset="abc")]
     index = lb.render_index({DATASET: _fixture_records(), "abc": other})
     rows = [ln for ln in index.splitlines() if ln.startswith("| ") and not ln.startswith("| :")][1:]
-    assert rows == ["| abc | 1 | solo | 0.1235 | [abc.md](abc.md) |",
-                    "| toy | 3 | beta | 0.4500 | [toy.md](toy.md) |"]
+    assert rows == ["| abc | 1 | solo (0.1235) | — | [abc.md](abc.md) |",
+                    "| toy | 3 | beta (0.4500) | — | [toy.md](toy.md) |"]
 
 
 def test_render_is_deterministic(tmp_path: Path) -> None:

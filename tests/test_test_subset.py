@@ -53,7 +53,7 @@ def test_leaderboard_flags_subset_rows_and_keeps_them_out_of_bold(tmp_path: Path
     better = {k: v * 1.5 for k, v in FIXTURE_ALPHA.items()}          # best everywhere, but on 40 of 100 users
     records = [_fixture_record("alpha", FIXTURE_ALPHA), _fixture_record("gamma", FIXTURE_GAMMA),
                _fixture_record("subby", better, test_users=40, test_subset={"users": 40, "of": 100, "seed": 0})]
-    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, records), DATASET))
+    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, records), DATASET), models=[])
     header, rows = _table(page)
     assert [r[0] for r in rows] == ["subby [subset: 40 users]", "alpha", "gamma"]
     assert not any(cell.startswith("**") for cell in rows[0][1:])
@@ -69,6 +69,6 @@ def test_leaderboard_labels_rows_trained_on_part_of_each_epoch(tmp_path: Path) -
                      "data": {"max_history": 20, "batch_size": 8}}
     part = _fixture_record("gamma", FIXTURE_GAMMA)
     part["config"] = {**part["config"], "trainer": {"monitor": "val/ndcg@10", "limit_train_batches": 0.25}}
-    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, [cut, part]), DATASET))
+    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, [cut, part]), DATASET), models=[])
     assert [r[0] for r in _table(page)[1]] == ["alpha [train: 40 batches of 8/epoch]",
                                                "gamma [train: 25% of each epoch]"]

@@ -131,6 +131,24 @@ def test_sa_init_rows_are_mean_keyword_embeddings(backbone: Path) -> None:
     assert not torch.isclose(weight[changed], default[changed], atol=1e-4).all(dim=1).any()
 
 
+def test_sa_init_and_ts_align_need_item_text(backbone: Path) -> None:
+    """On ids-only data (as instruments) SA-Init would silently keep the resize rows: both switches are errors there,
+    and TS-Rec runs with both off (and the text tasks switched off)."""
+    data = from_sequences("ids-only", [[0, 1, 2, 3]], items={"source_id": [str(i) for i in range(12)]})
+    no_text = {"item2index": 0, "index2item": 0, "fusionseqrec": 0, "histtitles2index": 0}
+    for params, switch in (({"ts_align": False}, "sa_init"), ({"sa_init": False}, "ts_align")):
+        model = TSRec(12, backbone={"name": str(backbone)}, eval={"ks": [1, 5], "beam_size": 5},
+                      task_weights=no_text, **params)
+        model.attach_texts(data)
+        with pytest.raises(ValueError, match=f"{switch}=true but no SID token got keywords"):
+            model.setup_table(SIDTable(CODES, (4, 4)))
+    model = TSRec(12, backbone={"name": str(backbone)}, eval={"ks": [1, 5], "beam_size": 5}, task_weights=no_text,
+                  sa_init=False, ts_align=False)
+    model.attach_texts(data)
+    model.setup_table(SIDTable(CODES, (4, 4)))
+    assert model.task_names == ["seqrec"] and model.result_extras["token_semantics"] == {"extractor": None}
+
+
 # ------------------------------------------------------------------------------------------------- TS-Align
 def text_datamodule() -> SequenceDataModule:
     """The rule data (next = previous + 3) with item texts: an instrument word, a colour and a category."""

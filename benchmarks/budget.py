@@ -1,0 +1,98 @@
+"""The equal-budget track: every model trains for the same wall-clock minutes on one thread, then is tested.
+
+``grbench bench --dataset beauty --model all --budget 30 --jobs 2`` (``make bench DATASET=beauty BUDGET=30``) runs
+each model in its own process with one torch thread and a passive OpenMP wait policy, ``--jobs`` of them at a time
+(two on a 2-core machine: one core each), with its recipe unchanged except ``trainer.max_time`` = the budget. A
+recipe's own stopping rule may end training sooner. The cap is Lightning's ``max_time``, which counts the whole fit,
+validation passes included (the learning curve stores the training time without them). Learning-rate schedules
+are not rescaled to the budget: a recipe's schedule runs as written until the cap stops it.
+Every model is then tested on a fixed subset of ``PROBE_USERS`` users; one that decoded at least
+``MIN_USERS_PER_S`` users per second there goes on to every test user, a slower one keeps the subset result,
+labelled on the page. Each result records ``budget: {minutes, threads}`` and lands as
+``<model>_budget<minutes>min.json``; the leaderboard puts rows of one budget in one table.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+
+MIN_USERS_PER_S = 20
+PROBE_USERS = 2000
+
+
+def max_time(minutes: float) -> str:
+    """Lightning's ``DD:HH:MM:SS`` for a number of minutes (whole seconds)."""
+    if not minutes > 0:
+        raise ValueError(f"--budget: a positive number of minutes, got {minutes}")
+    s = int(round(minutes * 60))
+    return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def result_name(model: str, minutes: float) -> str:
+    return f"{model}_budget{minutes:g}min".replace(".", "p")
+
+
+def budget_overrides(model: str, minutes: float, overrides: Sequence[str] = ()) -> list[str]:
+    """The overrides of one equal-budget run; the user's own overrides come last (they win, and are cuts)."""
+    out = [f"trainer.max_time={max_time(minutes)}", f"budget.minutes={minutes:g}", "runtime.threads=1",
+           f"eval.full_test_min_users_per_s={MIN_USERS_PER_S}", f"eval.probe_users={PROBE_USERS}",
+           "trainer.progress=false"]
+    if not any(o.startswith("result_name=") for o in overrides):
+        out.append(f"result_name={result_name(model, minutes)}")
+    return out + list(overrides)
+
+
+def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str]) -> str | None:
+    """The first pending model that may start now: never a second heavy (LLM) model beside a running one."""
+    busy = any(m in heavy for m in running)
+    return next((m for m in pending if not (busy and m in heavy)), None)
+
+
+def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Sequence[str],
+             log_dir: Path, console: Console | None = None, heavy: Sequence[str] = ()) -> dict[str, int]:
+    """Run every model's budget run as a subprocess, ``jobs`` at a time, never two of ``heavy`` (the LLM models: one
+    peaks at about 16 GB on a CPU) together; returns each model's exit code. Each process's output goes to
+    ``log_dir/<model>.log``."""
+    console = console or Console()
+    if jobs < 1:
+        raise ValueError(f"--jobs: at least 1, got {jobs}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRBENCH_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONUNBUFFERED": "1"}
+    pending = sorted(models, key=lambda m: m not in heavy)      # the long lane of LLM runs starts first
+    running: dict[str, tuple[subprocess.Popen, object, float]] = {}
+    codes: dict[str, int] = {}
+    start = time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            model = next_job(pending, running, heavy)
+            if model is None:           # only LLM runs left and one is running: wait for it
+                break
+            pending.remove(model)
+            log = (log_dir / f"{model}.log").open("w", encoding="utf-8")
+            cmd = [sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", dataset, "--model", model,
+                   "--no-leaderboard", *budget_overrides(model, minutes, overrides)]
+            running[model] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
+                              time.monotonic())
+            console.print(f"[{(time.monotonic() - start) / 60:5.1f} min] started {model} ({minutes:g} min budget, "
+                          f"1 thread): log {log_dir / f'{model}.log'}")
+        time.sleep(2)
+        for model, (proc, log, began) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            codes[model] = proc.returncode
+            del running[model]
+            state = "done" if proc.returncode == 0 else f"[bold red]failed (exit {proc.returncode})[/bold red]"
+            console.print(f"[{(time.monotonic() - start) / 60:5.1f} min] {model} {state} after "
+                          f"{(time.monotonic() - began) / 60:.1f} min")
+            if proc.returncode != 0:
+                tail = (log_dir / f"{model}.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+                console.print("\n".join(tail), markup=False, highlight=False)
+    return codes
