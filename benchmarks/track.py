@@ -104,7 +104,8 @@ def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: s
     for key, what in (("trainer.limit_train_batches", "training batches per epoch"),
                       ("trainer.limit_val_batches", "validation batches"))[: 2 if trainable else 0]:
         value = _get(run, key)
-        if value not in (None, 1.0) and _get(recipe, key) == value:   # a recipe's own limit (a change is listed above)
+        whole = value is None or (isinstance(value, float) and value == 1.0)   # int 1 is one batch, 1.0 all of them
+        if not whole and _get(recipe, key) == value:   # a recipe's own limit (a change is listed above)
             cuts.append(f"the recipe itself limits {what} to {value}")
     if test_subset:
         cuts.append(f"tested on a fixed random subset of {int(test_subset['users']):,} of {int(test_subset['of']):,} "

@@ -20,6 +20,13 @@ CLEAN = {k: v for k, v in os.environ.items()
          if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GRBENCH_THREADS", "GOMP_SPINCOUNT")}
 
 
+@pytest.fixture(autouse=True)
+def _restore_module_state(monkeypatch) -> None:
+    """apply_runtime records the applied runtime (load_watch reads it): leave none behind for other tests."""
+    monkeypatch.setattr(runtime, "_current", None)
+    monkeypatch.setattr(runtime, "_warned_policy", False)
+
+
 def test_resolution_order_config_then_environment_then_default() -> None:
     env = {"GRBENCH_THREADS": "3", "OMP_NUM_THREADS": "5", "OMP_WAIT_POLICY": "active"}
     c = resolve_runtime({"threads": 4, "wait_policy": "Passive"}, env, IDLE2)
@@ -70,10 +77,9 @@ def test_cli_rejects_a_bad_setting_before_loading_torch() -> None:
     assert res.returncode == 2 and "runtime.threads" in res.stdout and "runtime.threads=1" in res.stdout
 
 
-def test_apply_sets_torch_threads_and_says_when_the_wait_policy_came_too_late(caplog, monkeypatch) -> None:
+def test_apply_sets_torch_threads_and_says_when_the_wait_policy_came_too_late(caplog) -> None:
     import torch
 
-    monkeypatch.setattr(runtime, "_warned_policy", False)
     before = torch.get_num_threads()
     env: dict[str, str] = {}
     try:
@@ -81,6 +87,7 @@ def test_apply_sets_torch_threads_and_says_when_the_wait_policy_came_too_late(ca
             choice = resolve_runtime({"threads": 1, "wait_policy": "active"}, env, IDLE2)
             assert apply_runtime(choice, env) is False                      # torch is loaded: too late for libgomp
             assert torch.get_num_threads() == 1 and env == {}               # not pretended in the environment
+            assert runtime.current_runtime() is choice                     # what load_watch() will follow
             apply_runtime(choice, env)
         late = [r for r in caplog.records if "not applied" in r.getMessage()]
         assert len(late) == 1 and "OMP_WAIT_POLICY=active" in late[0].getMessage()   # warned once

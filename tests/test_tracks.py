@@ -71,6 +71,14 @@ def test_time_cap_subset_and_declared_cuts_make_the_budget_track() -> None:
     assert interrupted["cuts"] == ["training ended by interrupted, not by the recipe's own stopping rule"]
 
 
+def test_a_recipe_limit_of_one_batch_is_a_cut_but_a_whole_epoch_is_not() -> None:
+    one = _run(trainer__limit_train_batches=1)
+    assert classify(one, one, stopped_by="max_epochs", epochs=10, steps=10, test_subset=None)["cuts"] == [
+        "the recipe itself limits training batches per epoch to 1"]
+    whole = _run(trainer__limit_train_batches=1.0)
+    assert classify(whole, whole, stopped_by="max_epochs", epochs=10, steps=10, test_subset=None)["track"] == "paper"
+
+
 def test_training_settings_do_not_cut_a_model_with_nothing_to_train() -> None:
     assert classify(_run(trainer__max_epochs=1), RECIPE, stopped_by=None, epochs=None, steps=None, test_subset=None,
                     trainable=False)["track"] == "paper"
@@ -84,8 +92,9 @@ def test_runner_records_track_cuts_and_learning_curve(tmp_path: Path) -> None:
                                               "trainer.progress=false"])
     rec = json.loads((Path(run_benchmark(cfg)["_path"])).read_text())
     assert rec["track"] == "budget" and rec["stopped_by"] == "max_epochs" and rec["steps_trained"] == 8
-    assert "trainer.max_epochs: 10 -> 2" in rec["cuts"] and "trainer.limit_train_batches: null -> 4" in rec["cuts"]
-    assert rec["cuts"][0].startswith("trained 2 of the recipe's 10 epochs (8 steps")
+    planned = load_config("synthetic", "sasrec").trainer.max_epochs
+    assert f"trainer.max_epochs: {planned} -> 2" in rec["cuts"] and "trainer.limit_train_batches: null -> 4" in rec["cuts"]
+    assert rec["cuts"][0].startswith(f"trained 2 of the recipe's {planned} epochs (8 steps")
     points = rec["curve"]["points"]
     assert [p["epoch"] for p in points] == [1, 2] and [p["step"] for p in points] == [4, 8]
     batch = cfg.data.batch_size

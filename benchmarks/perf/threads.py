@@ -251,13 +251,15 @@ def _wait_idle(limit_s: float, console: Console) -> None:
 
 
 def measure(name: str, condition: str, a: argparse.Namespace, console: Console, repeat: int) -> dict[str, Any]:
+    attempts: list[dict[str, Any]] = []
     for attempt in range(a.retry_disturbed + 1):
-        out = _measure_once(name, condition, a, console, repeat)
-        if not out["load_during"] >= DISTURBED:     # (nan: unknown, kept)
+        attempts.append(_measure_once(name, condition, a, console, repeat))
+        if not attempts[-1]["load_during"] >= DISTURBED:     # (nan: unknown, kept)
             break
         if attempt < a.retry_disturbed:
-            console.print(f"  (disturbed: other processes used {out['load_during']:.2f} cores; measuring again)")
-    return out
+            console.print(f"  (disturbed: other processes used {attempts[-1]['load_during']:.2f} cores; "
+                          "measuring again)")
+    return min(attempts, key=lambda r: r["load_during"] if r["load_during"] == r["load_during"] else 0.0)
 
 
 def _measure_once(name: str, condition: str, a: argparse.Namespace, console: Console, repeat: int) -> dict[str, Any]:
@@ -336,7 +338,8 @@ def _table(rows: list[dict[str, Any]], configs: list[str], conditions: list[str]
                 return "-"
             return f"{r['threads_at_start']}->{r['threads']}" if r["watch_changes"] else str(r["threads"])
 
-        t.add_row(name, "/".join(threads(r) for r in runs), next(r for r in runs if r)["label"],
+        labels = list(dict.fromkeys(r["label"] for r in runs if r))
+        t.add_row(name, "/".join(threads(r) for r in runs), "/".join(labels),
                   *[f"{r['seconds']:.2f}" if r else "-" for r in runs],
                   *[f"{x:.2f}x" if x else "-" for x in ratios], f"{vs_today:.2f}x" if vs_today else "-",
                   "/".join(f"{r['load_before']:.2f}" if r else "-" for r in runs),
