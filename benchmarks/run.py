@@ -28,6 +28,7 @@ from grbench.lightning_modules.registry import get_model_class
 from .callbacks import LearningCurve, WallTimeEstimate
 from .config import load_config
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
+from .runtime import load_watch
 from .track import classify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheck
     callbacks: list[Any] = [ckpt, curve, WallTimeEstimate(str(cfg.result_name or cfg.model.name))]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
+    watch = load_watch()          # the default thread count follows load that arrives during the fit (runtime.py)
+    if watch is not None:
+        callbacks.append(watch)
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
     trainer = L.Trainer(max_epochs=t.max_epochs, max_time=t.get("max_time"), accelerator=t.accelerator, devices=t.devices,
