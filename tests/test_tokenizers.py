@@ -286,6 +286,22 @@ def test_published_index_sizes_and_errors(tmp_path: Path) -> None:
         load_published_index(path, 2)
 
 
+def test_published_index_keeps_shared_sids_under_collision_keep(tmp_path: Path) -> None:
+    """RPG scores items, so ``collision: keep`` leaves two items with one published SID tied (it raised before)."""
+    from types import SimpleNamespace
+
+    from grbench.tokenizers.build import build_sid_table
+
+    path = tmp_path / "X.index.json"
+    path.write_text(json.dumps({"0": ["<a_1>", "<b_2>"], "1": ["<a_1>", "<b_2>"], "2": ["<a_0>", "<b_1>"]}))
+    data = SimpleNamespace(name="toy", num_items=3, manifest={})
+    kept, _ = build_sid_table(data, {"kind": "published", "collision": "keep", "index_file": str(path)}, None, 0)
+    assert kept.codes.tolist() == [[1, 2], [1, 2], [0, 1]] and not kept.is_one_to_one()
+    moved, _ = build_sid_table(data, {"kind": "published", "collision": "reassign_last", "index_file": str(path)},
+                               None, 0)
+    assert moved.is_one_to_one() and moved.codes[0].tolist() == [1, 2]
+
+
 def test_random_table_with_a_huge_code_space_is_distinct_and_seeded() -> None:
     """RPG-shaped random IDs (32 digits of 256 codes: 256 ** 32 SIDs) for the random-ID ablation."""
     from grbench.tokenizers.build import random_table

@@ -60,7 +60,7 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
                              "set tokenizer.index_file")
         table = load_published_index(path, dataset.num_items)
         raw = table.codes
-        if not table.is_one_to_one():
+        if not table.is_one_to_one() and collision != "keep":   # keep: items that share a SID stay tied (RPG)
             from grbench.tokenizers.item_tokenizer import resolve_collisions
 
             codes, sizes = resolve_collisions(table.codes, table.codebook_sizes, collision)
