@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 from grbench.datamodules.atomic import atomic_file
 
+from .published import PUBLISHED_FILE, load_published  # noqa: F401  (re-exported: grbench leaderboard's API)
+
 log = logging.getLogger(__name__)
 
 MISSING = "—"
@@ -47,7 +49,6 @@ METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 INFO_COLUMNS: tuple[str, ...] = ("Params", "Train time", "Eval users/s", "Commit")
 DECIMALS = 4
-PUBLISHED_FILE = Path(__file__).resolve().parent / "configs" / "published.yaml"
 RATIO_TOLERANCE = 0.10    # a paper-track row further than this from the published figure is marked
 NOT_RUN = "not run at paper scale here"
 NO_TRACK = "track not recorded (a result from before the tracks existed)"
@@ -90,42 +91,6 @@ def find_datasets(results_dir: Path) -> list[str]:
     if not results_dir.is_dir():
         return []
     return sorted(p.name for p in results_dir.iterdir() if p.is_dir() and any(p.glob("*.json")))
-
-
-def load_published(path: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{dataset: {model: {"source", "metrics", "protocol", "gap_note"?}}}`` from the published-figures YAML.
-
-    A malformed file raises ``ValueError`` naming the file and the dataset/model/field."""
-    import yaml
-
-    path = Path(path) if path is not None else PUBLISHED_FILE
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must map dataset names to models")
-    for dataset, models in data.items():
-        if not isinstance(models, dict):
-            raise ValueError(f"{path}: {dataset}: must map model names to published entries")
-        for model, entry in models.items():
-            where = f"{path}: {dataset}.{model}"
-            if not isinstance(entry, dict):
-                raise ValueError(f"{where}: must be a mapping with source, metrics and protocol")
-            for field in ("source", "metrics", "protocol"):
-                if field not in entry:
-                    raise ValueError(f"{where}: missing field {field!r}")
-            unknown = set(entry) - {"source", "metrics", "protocol", "gap_note"}
-            if unknown:
-                raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: source, metrics, protocol, "
-                                 "gap_note)")
-            metrics = entry["metrics"]
-            if not isinstance(metrics, dict) or not metrics:
-                raise ValueError(f"{where}.metrics: must map metric names (hr@10, ndcg@10, ...) to numbers")
-            for key, value in metrics.items():
-                if _number(value) is None or not 0 <= float(value) <= 1:
-                    raise ValueError(f"{where}.metrics.{key}: {value!r} is not a fraction between 0 and 1")
-    return data
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -597,70 +562,6 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.write(text)
 
 
-def matplotlib_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
-    """Bar chart of NDCG@10 and HR@10 per model (atomic, deterministic PNG); False when matplotlib is missing."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    rows = sort_records(records)
-    labels = [_model_label(r) for r in rows]
-    fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2.0), 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.4
-    for j, (key, name) in enumerate((("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))):
-        ax.bar([i + (j - 0.5) * width for i in range(len(rows))],
-               [float("nan") if _metric(r, key) is None else _metric(r, key) for r in rows], width=width, label=name)
-    ax.set_xticks(list(range(len(rows))))
-    ax.set_xticklabels([f"{lab} ({track_of(r)})" for lab, r in zip(labels, rows)], rotation=30, ha="right",
-                       fontsize=7)
-    ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
-    ax.legend()
-    with atomic_file(path, "wb") as f:   # bbox "tight": the long model labels stay inside the image
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
-    return True
-
-
-def write_curve_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
-    """Validation NDCG@10 against cumulative training minutes (log x), one line per record with a curve (atomic,
-    deterministic PNG). False when no record has a curve or matplotlib is missing."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    rows = [(r, _curve_points(r)) for r in sort_records(records)]
-    rows = [(r, pts) for r, pts in rows if pts]
-    if not rows:
-        return False
-    fig = Figure(figsize=(8.0, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for r, pts in rows:
-        style = "-" if track_of(r) == "paper" else "--"
-        ax.plot([t for t, _ in pts], [v for _, v in pts], style, marker="o", markersize=3,
-                label=f"{_model_label(r)} ({track_of(r)})")
-    ax.set_xscale("log")
-    ax.set_xlabel("training time (minutes, log scale; validation excluded)")
-    ax.set_ylabel("validation NDCG@10")
-    ax.set_title(f"{dataset}: learning curves (solid: paper track, dashed: budget track)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
-    return True
-
-
 def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | None = None,
                        plots: bool = True, published_file: Path | None = None) -> list[Path]:
     """Regenerate ``out_dir/<dataset>.md`` (with ``<dataset>.png`` and ``<dataset>_curves.png`` when matplotlib is
@@ -704,3 +605,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
     write_text_atomic(index, render_index({d: r for d, r in loaded.items() if r}))
     written.append(index)
     return written
+
+
+# the plots read the helpers above (kept at the end: leaderboard_plots imports this module)
+from .leaderboard_plots import matplotlib_available, write_curve_plot, write_plot  # noqa: E402
