@@ -62,7 +62,8 @@ def backfill(record: dict[str, Any], commit: str | None) -> dict[str, Any]:
     steps = record["epochs_trained"] * _steps_per_epoch(run) if trainable else 0
     own = stop if stop in ("early_stopping", "max_epochs") else ("max_time" if stop else None)
     track = classify(run, recipe, stopped_by=own, epochs=record.get("epochs_trained") if trainable else None,
-                     steps=steps if trainable else None, test_subset=record.get("test_subset"), trainable=trainable)
+                     steps=steps if trainable else None, test_subset=record.get("test_subset"), trainable=trainable,
+                     val_subset=record.get("val_subset"))
     if stop == "max_time_or_early_stopping":     # say what is known, not a guess
         track["cuts"] = [c.replace("stopped by max time", "stopped by max time or early stopping (not recorded)")
                          .replace("training ended by max time", "training ended by max time or early stopping")

@@ -6,7 +6,11 @@ each model in its own process with one torch thread and a passive OpenMP wait po
 recipe's own stopping rule may end training sooner. The cap is Lightning's ``max_time``, which counts the whole fit,
 validation passes included (the learning curve stores the training time without them). Learning-rate schedules
 are not rescaled to the budget: a recipe's schedule runs as written until the cap stops it.
-Every model is then tested on a fixed subset of ``PROBE_USERS`` users; one that decoded at least
+Every model validates on the same fixed subset of ``VAL_USERS`` validation users (a labelled cut: full-catalogue
+beam search on every validation user would eat an LLM's budget and then some, since Lightning finishes a validation
+pass it has started). The LLM models (``heavy``) run each batch as accumulated micro-batches of ``HEAVY_MICRO_BATCH``
+and decode ``HEAVY_EVAL_BATCH`` users at a time, the same optimizer steps in a fraction of the memory, so two of them
+fit beside each other in 24 GB (``max_heavy``). Every model is then tested on a fixed subset of ``PROBE_USERS`` users; one that decoded at least
 ``MIN_USERS_PER_S`` users per second there goes on to every test user, a slower one keeps the subset result,
 labelled on the page. Each result records ``budget: {minutes, threads}`` and lands as
 ``<model>_budget<minutes>min.json``; the leaderboard puts rows of one budget in one table.
@@ -18,12 +22,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from rich.console import Console
 
 MIN_USERS_PER_S = 20
 PROBE_USERS = 2000
+VAL_USERS = 500
+HEAVY_MICRO_BATCH = 8
+HEAVY_EVAL_BATCH = 8
 
 
 def max_time(minutes: float) -> str:
@@ -38,27 +45,34 @@ def result_name(model: str, minutes: float) -> str:
     return f"{model}_budget{minutes:g}min".replace(".", "p")
 
 
-def budget_overrides(model: str, minutes: float, overrides: Sequence[str] = ()) -> list[str]:
-    """The overrides of one equal-budget run; the user's own overrides come last (they win, and are cuts)."""
+def budget_overrides(model: str, minutes: float, overrides: Sequence[str] = (), heavy: bool = False,
+                     batch_size: int | None = None) -> list[str]:
+    """The overrides of one equal-budget run; the user's own overrides come last (they win, and are cuts).
+    ``heavy`` (an LLM model) adds micro-batches of ``HEAVY_MICRO_BATCH`` when they divide its ``batch_size``."""
     out = [f"trainer.max_time={max_time(minutes)}", f"budget.minutes={minutes:g}", "runtime.threads=1",
            f"eval.full_test_min_users_per_s={MIN_USERS_PER_S}", f"eval.probe_users={PROBE_USERS}",
-           "trainer.progress=false"]
+           f"eval.max_val_users={VAL_USERS}", "trainer.progress=false"]
+    if heavy:
+        out.append(f"data.eval_batch_size={HEAVY_EVAL_BATCH}")
+        if batch_size and batch_size > HEAVY_MICRO_BATCH and batch_size % HEAVY_MICRO_BATCH == 0:
+            out.append(f"data.micro_batch_size={HEAVY_MICRO_BATCH}")
     if not any(o.startswith("result_name=") for o in overrides):
         out.append(f"result_name={result_name(model, minutes)}")
     return out + list(overrides)
 
 
-def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str]) -> str | None:
-    """The first pending model that may start now: never a second heavy (LLM) model beside a running one."""
-    busy = any(m in heavy for m in running)
-    return next((m for m in pending if not (busy and m in heavy)), None)
+def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str], max_heavy: int = 1) -> str | None:
+    """The first pending model that may start now: never more than ``max_heavy`` heavy (LLM) models at once."""
+    full = sum(m in heavy for m in running) >= max_heavy
+    return next((m for m in pending if not (full and m in heavy)), None)
 
 
-def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Sequence[str],
-             log_dir: Path, console: Console | None = None, heavy: Sequence[str] = ()) -> dict[str, int]:
-    """Run every model's budget run as a subprocess, ``jobs`` at a time, never two of ``heavy`` (the LLM models: one
-    peaks at about 16 GB on a CPU) together; returns each model's exit code. Each process's output goes to
-    ``log_dir/<model>.log``."""
+def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Mapping[str, Sequence[str]],
+             log_dir: Path, console: Console | None = None, heavy: Sequence[str] = (), max_heavy: int = 1
+             ) -> dict[str, int]:
+    """Run every model's budget run as a subprocess with its ``overrides[model]``, ``jobs`` at a time, at most
+    ``max_heavy`` of ``heavy`` (the LLM models) together; returns each model's exit code. Each process's output goes
+    to ``log_dir/<model>.log``. The LLM runs start first: they are the longest (slow decoding of the test probe)."""
     console = console or Console()
     if jobs < 1:
         raise ValueError(f"--jobs: at least 1, got {jobs}")
@@ -71,13 +85,13 @@ def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, ove
     start = time.monotonic()
     while pending or running:
         while pending and len(running) < jobs:
-            model = next_job(pending, running, heavy)
-            if model is None:           # only LLM runs left and one is running: wait for it
+            model = next_job(pending, running, heavy, max_heavy)
+            if model is None:           # only LLM runs left and max_heavy of them running: wait
                 break
             pending.remove(model)
             log = (log_dir / f"{model}.log").open("w", encoding="utf-8")
             cmd = [sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", dataset, "--model", model,
-                   "--no-leaderboard", *budget_overrides(model, minutes, overrides)]
+                   "--no-leaderboard", *overrides[model]]
             running[model] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
                               time.monotonic())
             console.print(f"[{(time.monotonic() - start) / 60:5.1f} min] started {model} ({minutes:g} min budget, "

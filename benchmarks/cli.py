@@ -12,6 +12,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -52,7 +54,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from grbench.datamodules.prepare import describe, prepare_dataset
 
     ds = prepare_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir, raw_dir=args.raw_dir,
-                         force=args.force)
+                         force=args.force, download=True if args.download else None)
     t = Table(title=f"{args.dataset}")
     t.add_column("field")
     t.add_column("value")
@@ -63,45 +65,82 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import write_leaderboards
+    from .leaderboard import find_datasets, write_leaderboards
 
-    written = write_leaderboards(Path(args.results_dir), Path(args.out_dir), args.dataset or None)
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        raise FileNotFoundError(f"--results-dir {results}: no such folder (results are published there by "
+                                "`grbench bench`; the default is leaderboards/results, relative to the repository)")
+    if not find_datasets(results):
+        raise ValueError(f"--results-dir {results}: no <dataset>/<name>.json result in it: nothing to rank")
+    written = write_leaderboards(results, Path(args.out_dir), args.dataset or None)
     for p in written:
         console.print(f"wrote {p}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .config import load_config, model_names
+    from .config import load_config, model_names, validate_model_list
     from .leaderboard import write_leaderboards
     from .runtime import setup_runtime
 
     models = model_names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    validate_model_list(models)               # a bad name in the list stops here, before the first model runs
     if args.budget is not None:
-        return _bench_budget(args, models)
-    if models:  # threads and OpenMP wait policy (runtime.py): before .run imports torch
-        setup_runtime(load_config(args.dataset, models[0], args.overrides).get("runtime"))
+        return _bench_budget(args, models)    # loads (so validates) every model's config up front
+    cfgs = {m: load_config(args.dataset, m, args.overrides) for m in models}   # every model's settings, validated
+    plans = {m: _publish_plan(args, cfgs[m]) for m in models}     # where each result goes, decided before any work
+    setup_runtime(cfgs[models[0]].get("runtime"))  # threads and OpenMP wait policy: before .run imports torch
     from .run import run_benchmark
 
     summary = Table(title=f"grbench bench: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
         summary.add_column(col)
-    results_dir = None
+    results_dir, published = None, False
     for name in models:
-        cfg = load_config(args.dataset, name, args.overrides)
+        cfg = cfgs[name]
         results_dir = Path(cfg.paths.results_dir)
         console.rule(f"[bold]{name}[/bold] on {args.dataset}")
-        rec = run_benchmark(cfg, write=not args.no_write)
+        publish, why = plans[name]
+        if why:
+            console.print(f"[yellow]{why}[/yellow]")
+        rec = run_benchmark(cfg, write=publish, replace=args.replace)
         if not rec:  # non-zero DDP rank
             return 0
         m = rec["metrics"]
         summary.add_row(name, f"{m.get('hr@10', float('nan')):.4f}", f"{m.get('ndcg@10', float('nan')):.4f}",
-                        f"{rec['train_time_s']:.0f}", f"{rec['eval_users_per_s']:.0f}", rec.get("_path", "(not written)"))
+                        f"{rec['train_time_s']:.0f}", f"{rec['eval_users_per_s']:.0f}",
+                        rec.get("_path") or f"{rec['_run_path']} (not published)")
+        published = published or publish
     console.print(summary)
-    if not args.no_write and not args.no_leaderboard and results_dir is not None:
+    if published and not args.no_leaderboard and results_dir is not None:
         for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
             console.print(f"wrote {p}")
     return 0
+
+
+def _publish_plan(args: argparse.Namespace, cfg: object) -> tuple[bool, str]:
+    """``(publish, why not)`` for one run (rules in publish.py); raises ``PublishError`` for an explicit ``--publish``
+    onto an existing result without ``--replace``, before anything runs."""
+    from omegaconf import OmegaConf
+
+    from .config import load_config
+    from .publish import check_target, is_recipe_run, result_path
+
+    if args.no_write:
+        return False, ""
+    target = result_path(cfg.paths.results_dir, cfg.dataset, str(cfg.result_name or cfg.model.name))
+    if args.publish:
+        check_target(target, args.replace)
+        return True, ""
+    recipe = OmegaConf.to_container(load_config(cfg.dataset, cfg.model.name), resolve=True)
+    if not is_recipe_run(OmegaConf.to_container(cfg, resolve=True), recipe):
+        return False, (f"{cfg.model.name}: a trial (overrides that change the recipe): its result stays in its run "
+                       f"folder, {target} is untouched; add --publish to publish it")
+    if target.exists() and not args.replace:
+        return False, (f"{cfg.model.name}: {target} exists and is kept; this run's result stays in its run folder "
+                       "(add --replace to replace the published one)")
+    return True, ""
 
 
 def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
@@ -115,25 +154,35 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     from grbench.datamodules.prepare import prepare_dataset
 
     from .budget import budget_overrides, run_jobs
+    from .publish import PublishError, result_path
     from .config import load_config
     from .leaderboard import write_leaderboards
 
     if args.no_write:
         raise ValueError("--budget writes every model's result (that is its point): drop --no-write")
-    cfgs = {m: load_config(args.dataset, m, budget_overrides(m, args.budget, args.overrides)) for m in models}
+    plain = {m: load_config(args.dataset, m, args.overrides) for m in models}
+    heavy = [m for m, c in plain.items() if c.model.params.get("backbone") is not None]   # the LLM models
+    overrides = {m: budget_overrides(m, args.budget, args.overrides, heavy=m in heavy,
+                                     batch_size=int(plain[m].data.batch_size)) for m in models}
+    cfgs = {m: load_config(args.dataset, m, overrides[m]) for m in models}
+    clash = [str(result_path(c.paths.results_dir, args.dataset, str(c.result_name))) for c in cfgs.values()
+             if result_path(c.paths.results_dir, args.dataset, str(c.result_name)).exists()]
+    if clash and not args.replace:
+        raise PublishError(f"published budget results exist: {', '.join(clash)}; add --replace to replace them")
     cfg = cfgs[models[0]]
     results_dir = Path(cfg.paths.results_dir)
     cache = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else None
     prepare_dataset(args.dataset, cache_dir=cache, data_dir=Path(cfg.paths.data_dir) if cfg.paths.data_dir else None,
-                    raw_dir=Path(cfg.paths.raw_dir) if cfg.paths.raw_dir else None,
+                    raw_dir=Path(cfg.paths.raw_dir) if cfg.paths.raw_dir else None, download=cfg.paths.get("download"),
                     overrides=OmegaConf.to_container(cfg.data.overrides, resolve=True))   # once, before the jobs race
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = (cache or default_cache_dir()) / "runs" / args.dataset / f"budget{args.budget:g}min-{stamp}"
     console.rule(f"[bold]equal budget[/bold]: {len(models)} models on {args.dataset}, {args.budget:g} min of training "
                  f"each, {args.jobs} at a time, 1 thread each (estimated wall time about "
                  f"{-(-len(models) // args.jobs) * args.budget:g} min plus data, tokenizers and tests)")
-    heavy = [m for m, c in cfgs.items() if c.model.params.get("backbone") is not None]   # LLMs: one at a time
-    codes = run_jobs(args.dataset, models, args.budget, args.jobs, args.overrides, log_dir, console, heavy)
+    flags = ["--publish"] + (["--replace"] if args.replace else [])     # checked above, for every model at once
+    codes = run_jobs(args.dataset, models, args.budget, args.jobs, {m: flags + overrides[m] for m in models}, log_dir,
+                     console, heavy, max_heavy=args.llm_jobs)
     summary = Table(title=f"grbench bench --budget {args.budget:g}: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "stopped by", "test users", "result"):
         summary.add_column(col)
@@ -191,19 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grbench", description="Generative recommendation benchmark: same data, "
                                 "same splits, one evaluator.", epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also GRBENCH_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("bench", help="prepare data, train, test and write the result JSON (+ leaderboard)",
                        epilog=EPILOG)
     b.add_argument("--dataset", default="synthetic", help="registered dataset name (see `grbench list`)")
     b.add_argument("--model", default="all", help="model name, comma-separated names, or 'all'")
-    b.add_argument("--no-write", action="store_true", help="do not write the result JSON")
+    b.add_argument("--no-write", action="store_true", help="publish nothing (the result stays in its run folder)")
+    b.add_argument("--publish", action="store_true", help="publish the result into paths.results_dir even when the "
+                   "run changes its recipe (a recipe run, or --budget, publishes by default)")
+    b.add_argument("--replace", action="store_true", help="replace a published result of the same name (never by "
+                   "default)")
     b.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard page")
     b.add_argument("--budget", type=float, default=None, metavar="MINUTES",
                    help="equal-budget track: every model trains for MINUTES of wall-clock time on one thread, in its "
                    "own process, then is tested (all users when it decodes >= 20 users/s on a 2,000-user probe)")
     b.add_argument("--jobs", type=int, default=2, help="with --budget: models run at a time (default 2: one per core "
                    "of a 2-core machine)")
+    b.add_argument("--llm-jobs", type=int, default=2, help="with --budget: LLM models run at a time (default 2: "
+                   "with micro-batches of 8, two SmolLM2 runs fit in 24 GB; 1 on a smaller machine)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     b.set_defaults(func=_cmd_bench)
 
@@ -213,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--raw-dir", type=Path, default=None, help="folder holding official Amazon dumps (no download)")
     d.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default $GRBENCH_CACHE_DIR or ~/.cache/grbench)")
     d.add_argument("--force", action="store_true", help="rebuild the cache even if present")
+    d.add_argument("--download", action="store_true", help="download a missing Amazon dump into the cache (never "
+                   "without it, unless $GRBENCH_DOWNLOAD=1)")
     d.set_defaults(func=_cmd_data)
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.md and README.md from result JSONs")
@@ -231,15 +289,50 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", type=int, default=0, help="user index (0-based, in the processed dataset)")
     sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     sp.set_defaults(func=_cmd_show_prompts)
+    for command in sub.choices.values():     # `grbench bench --debug ...` as well as `grbench --debug bench ...`
+        command.add_argument("--debug", dest="debug_here", action="store_true", help="show the traceback of an error")
     return p
 
 
+INTERRUPTED = "interrupted: the unfinished run published nothing; caches and published results are intact"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A user or environment failure is one ``error:`` line and exit code 2 (``errors.py``; the
+    traceback with ``--debug`` or ``GRBENCH_DEBUG=1``); Ctrl-C is one line and exit code 130 (caches and published
+    results are written atomically, so an interrupted run leaves them as they were)."""
+    from .errors import is_expected, one_line
+
     args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False) or getattr(args, "debug_here", False)) or os.environ.get("GRBENCH_DEBUG", "") not in ("", "0")
+    interrupted = False
+    default_sigint = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    if not debug:
+        from .quiet import quiet_libraries
+
+        quiet_libraries()
+    if default_sigint is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        console.print(f"[bold red]error:[/bold red] {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+    except KeyboardInterrupt:
+        console.print(INTERRUPTED)
+        return 130
+    except SystemExit as e:     # Lightning ends an interrupted fit with sys.exit(1)
+        if interrupted:
+            console.print(INTERRUPTED)
+            return 130
+        raise
+    except Exception as e:
+        if debug or not is_expected(e):
+            raise
+        console.print(f"[bold red]error:[/bold red] {one_line(e)}", markup=True, highlight=False, soft_wrap=True)
         return 2
 
 

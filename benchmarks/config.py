@@ -1,10 +1,13 @@
-"""Run configuration: omegaconf YAML layered default -> dataset -> model (+ its per_dataset block) -> CLI."""
+"""Run configuration: omegaconf YAML layered default -> dataset -> model (+ its per_dataset block) -> CLI, then
+validated (``validate.py``: every setting's type and range, before any data, torch or Lightning loads)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
+
+from .validate import ConfigError, validate_config, validate_model_list  # noqa: F401 (re-exported)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -38,7 +41,8 @@ def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 
 def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The resolved config of one run. ``overrides`` are ``key=value`` strings (omegaconf dotlist)."""
+    """The resolved and validated config of one run. ``overrides`` are ``key=value`` strings (omegaconf dotlist).
+    A bad setting raises :class:`ConfigError` (a ``ValueError``) naming the key."""
     model_path = CONFIG_DIR / "models" / f"{model}.yaml"
     if not model_path.exists():
         raise KeyError(f"unknown model {model!r}: no {model_path.relative_to(CONFIG_DIR.parent)}; "
@@ -66,4 +70,5 @@ def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> Dict
     cfg.dataset = dataset
     cfg.model.name = model if cfg.model.get("name") in (None, model) else cfg.model.name
     OmegaConf.resolve(cfg)
+    validate_config(cfg)
     return cfg

@@ -40,6 +40,7 @@ def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
     ax.set_xticks(list(range(len(rows))))
     ax.set_xticklabels([f"{lab} ({track_of(r)})" for lab, r in zip(labels, rows)], rotation=30, ha="right",
                        fontsize=7)
+    ax.set_ylabel("test metric (fraction of users)")
     ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
     ax.legend()
     with atomic_file(path, "wb") as f:   # bbox "tight": the long model labels stay inside the image

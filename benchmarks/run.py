@@ -1,6 +1,7 @@
 """One benchmark run, end to end: data -> model -> Lightning fit (best-validation checkpoint) -> test -> result JSON.
 
-The result record (``<results_dir>/<dataset>/<model>.json``) holds the test and best-validation metrics, its track
+The result record (the run folder's ``result.json``; published as ``<results_dir>/<dataset>/<name>.json``,
+``publish.py``) holds the test and best-validation metrics, its track
 (paper or budget, with every cut from the model's recipe: ``track.py``), the per-epoch validation curve, the
 resolved config, the dataset manifest (with its content hash), seed, git commit, package versions, hardware,
 training time, evaluation users per second and peak memory, so a figure can be traced to what produced it.
@@ -28,6 +29,7 @@ from grbench.lightning_modules.registry import get_model_class
 from .callbacks import LearningCurve, WallTimeEstimate
 from .config import load_config
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
+from .publish import ResultLock, check_target, result_path
 from .runtime import load_watch
 from .track import classify
 
@@ -45,13 +47,25 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
             not getattr(get_model_class(cfg.model.name), "sequence_training", False):
         raise ValueError(f"data.train_samples=sequence: model {cfg.model.name!r} does not train on packed "
                          "sequences (it would see only each window's last target); use data.train_samples=prefix")
-    return SequenceDataModule(cfg.dataset, max_history=d.max_history, batch_size=d.batch_size,
+    micro = d.get("micro_batch_size")
+    if micro is not None and (int(micro) < 1 or int(d.batch_size) % int(micro)):
+        raise ValueError(f"data.micro_batch_size={micro}: must divide data.batch_size={d.batch_size} "
+                         "(each batch runs as batch_size/micro_batch_size accumulated micro-batches)")
+    return SequenceDataModule(cfg.dataset, max_history=d.max_history,
+                              batch_size=int(micro) if micro is not None else d.batch_size,
                               eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, seed=cfg.seed,
                               cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
                               overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
                               train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)),
-                              max_test_users=cfg.eval.get("max_test_users"))
+                              max_test_users=cfg.eval.get("max_test_users"),
+                              max_val_users=cfg.eval.get("max_val_users"), download=cfg.paths.get("download"))
+
+
+def accumulation(cfg: DictConfig) -> int:
+    """Micro-batches per optimizer step: ``data.batch_size / data.micro_batch_size`` (1 without micro-batches)."""
+    micro = cfg.data.get("micro_batch_size")
+    return 1 if micro is None else int(cfg.data.batch_size) // int(micro)
 
 
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
@@ -86,11 +100,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheck
         callbacks.append(watch)
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
+    limit_train = t.limit_train_batches     # counts optimizer steps' worth of data: micro-batches scale it
+    if isinstance(limit_train, int) and not isinstance(limit_train, bool):
+        limit_train *= accumulation(cfg)
     trainer = L.Trainer(max_epochs=t.max_epochs, max_time=t.get("max_time"), accelerator=t.accelerator, devices=t.devices,
                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
                         check_val_every_n_epoch=t.check_val_every_n_epoch,
-                        limit_train_batches=t.limit_train_batches, limit_val_batches=t.get("limit_val_batches"),
-                        gradient_clip_val=t.gradient_clip_val,
+                        limit_train_batches=limit_train, limit_val_batches=t.get("limit_val_batches"),
+                        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=accumulation(cfg),
                         deterministic=t.deterministic, callbacks=callbacks, enable_progress_bar=bool(t.progress),
                         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
                         use_distributed_sampler=False,  # the datamodule shards: eval must not pad (DESIGN.md)
@@ -135,8 +152,30 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
-    """Train (if the model trains), test the best-validation checkpoint, and write the result record."""
+def _rank_zero() -> bool:
+    """This process is global rank 0 (Lightning's DDP launcher sets the ranks in the environment of the others)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) -> dict[str, Any]:
+    """Train (if the model trains), test the best-validation checkpoint, and write the result record: always to the
+    run folder (``result.json``, path in ``record["_run_path"]``); with ``write`` also published to
+    ``<results_dir>/<dataset>/<result_name>.json`` (``record["_path"]``), which must not exist unless ``replace``.
+    The published name is locked from before the data loads until the record is in place (``publish.py``)."""
+    name = cfg.result_name or cfg.model.name
+    target = result_path(cfg.paths.results_dir, cfg.dataset, str(name)) if write else None
+    if target is None or not _rank_zero():
+        return _run(cfg)
+    check_target(target, replace)                   # before any work: a clash is known in a second, not hours
+    with ResultLock(target):
+        record = _run(cfg)
+        check_target(target, replace)               # nothing else may have published it meanwhile
+        write_json_atomic(target, {k: v for k, v in record.items() if not k.startswith("_")})
+        record["_path"] = str(target)
+    return record
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     git = git_info(REPO_ROOT)  # taken at the start: the code that ran, not what changed meanwhile
     recipe = _plain(load_config(cfg.dataset, cfg.model.name))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -167,7 +206,8 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
     results = dict(model.test_results)
     run_cfg = _plain(cfg)
     track = classify(run_cfg, recipe, stopped_by=stop, epochs=epochs if model.trainable else None,
-                     steps=steps if model.trainable else None, test_subset=dm.test_subset, trainable=model.trainable)
+                     steps=steps if model.trainable else None, test_subset=dm.test_subset, trainable=model.trainable,
+                     val_subset=dm.val_subset)
     budget = cfg.get("budget") or {}
     record = {
         "model": cfg.model.name,
@@ -179,6 +219,7 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "metrics": {k: v for k, v in results.items() if "@" in k},
         "test_users": int(results["users"]),
         "test_subset": dm.test_subset,      # null: every test user; else a fixed-seed subset (eval.max_test_users)
+        "val_subset": dm.val_subset,        # null: every validation user; else eval.max_val_users, fixed seed
         "test_probe": probe,                # eval.full_test_min_users_per_s: the probe subset's decode rate
         "best_val": {"monitor": cfg.trainer.monitor, "value": best_val,
                      "checkpoint": Path(ckpt.best_model_path).name if ckpt.best_model_path else None},
@@ -202,8 +243,6 @@ def run_benchmark(cfg: DictConfig, write: bool = True) -> dict[str, Any]:
         "hardware": hardware(),
         "config": run_cfg,
     }
-    if write:
-        path = _path(cfg.paths.results_dir) / cfg.dataset / f"{cfg.result_name or cfg.model.name}.json"
-        write_json_atomic(path, record)
-        record["_path"] = str(path)
+    write_json_atomic(run_dir / "result.json", record)
+    record["_run_path"] = str(run_dir / "result.json")
     return record

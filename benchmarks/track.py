@@ -20,7 +20,7 @@ NEUTRAL_KEYS: tuple[str, ...] = (
     "paths.", "result_name", "seed", "budget.", "dataset", "runtime.", "recipe.", "trainer.progress", "trainer.accelerator",
     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.deterministic", "data.num_workers",
     "data.eval_batch_size", "model.params.eval_chunk", "model.params.decoding.chunk", "eval.full_test_min_users_per_s",
-    "eval.probe_users",
+    "eval.probe_users", "eval.max_val_users", "data.micro_batch_size",
 )
 
 #: settings that only shape training: not cuts for a model with nothing to train (popularity)
@@ -89,7 +89,8 @@ def progress_cut(recipe: Mapping[str, Any], epochs: int | None, steps: int | Non
 
 
 def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: str | None, epochs: int | None,
-             steps: int | None, test_subset: Mapping[str, Any] | None, trainable: bool = True) -> dict[str, Any]:
+             steps: int | None, test_subset: Mapping[str, Any] | None, trainable: bool = True,
+             val_subset: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``{"track": "paper" | "budget", "cuts": [...], "notes": [...]}`` for one run.
 
     ``run`` and ``recipe`` are resolved configs as plain mappings: the run's, and the same model and dataset with no
@@ -107,6 +108,9 @@ def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: s
         whole = value is None or (isinstance(value, float) and value == 1.0)   # int 1 is one batch, 1.0 all of them
         if not whole and _get(recipe, key) == value:   # a recipe's own limit (a change is listed above)
             cuts.append(f"the recipe itself limits {what} to {value}")
+    if val_subset and trainable:    # eval.max_val_users (the key itself is neutral: this line says it)
+        cuts.append(f"validated on a fixed random subset of {int(val_subset['users']):,} of "
+                    f"{int(val_subset['of']):,} validation users")
     if test_subset:
         cuts.append(f"tested on a fixed random subset of {int(test_subset['users']):,} of {int(test_subset['of']):,} "
                     "test users")
@@ -116,4 +120,8 @@ def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: s
             cuts.remove(f"training ended by {stopped_by.replace('_', ' ')}, not by the recipe's own stopping rule")
         cuts.insert(0, progress)
     notes = [str(n) for n in (_get(recipe, "recipe.notes") or [])]
+    micro = _get(run, "data.micro_batch_size") if trainable else None
+    if micro is not None and micro != _get(run, "data.batch_size"):
+        notes.append(f"each batch of {_get(run, 'data.batch_size')} ran as accumulated micro-batches of {micro} "
+                     "(memory; the same optimizer steps)")
     return {"track": "budget" if cuts else "paper", "cuts": cuts, "notes": notes}

@@ -163,7 +163,8 @@ class SequenceDataModule(L.LightningDataModule):
                  cache_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  raw_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  batch_hook: BatchHook | None = None, train_samples: str = "prefix",
-                 group_by_length: bool = False, max_test_users: int | None = None) -> None:
+                 group_by_length: bool = False, max_test_users: int | None = None,
+                 max_val_users: int | None = None, download: bool | None = None) -> None:
         super().__init__()
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
@@ -174,8 +175,12 @@ class SequenceDataModule(L.LightningDataModule):
         if max_test_users is not None and int(max_test_users) < 1:
             raise ValueError(f"eval.max_test_users must be a positive number of users or null, got {max_test_users}")
         self.max_test_users = None if max_test_users is None else int(max_test_users)
-        #: None, or {"users", "of", "seed"} when the test split is a subset (set by setup)
+        if max_val_users is not None and int(max_val_users) < 1:
+            raise ValueError(f"eval.max_val_users must be a positive number of users or null, got {max_val_users}")
+        self.max_val_users = None if max_val_users is None else int(max_val_users)
+        #: None, or {"users", "of", "seed"} when the test (validation) split is a subset (set by setup)
         self.test_subset: dict[str, int] | None = None
+        self.val_subset: dict[str, int] | None = None
         self.dataset_name = dataset if isinstance(dataset, str) else dataset.name
         self.data: ProcessedDataset | None = None if isinstance(dataset, str) else dataset
         self.max_history = max_history
@@ -183,6 +188,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.cache_dir, self.data_dir, self.raw_dir = cache_dir, data_dir, raw_dir
         self.overrides = dict(overrides or {})
+        self.download = download
         self.batch_hook = batch_hook
         self.splits: dict[str, Dataset] = {}
 
@@ -191,7 +197,7 @@ class SequenceDataModule(L.LightningDataModule):
         from .prepare import prepare_dataset
 
         return prepare_dataset(self.dataset_name, cache_dir=self.cache_dir, data_dir=self.data_dir,
-                               raw_dir=self.raw_dir, overrides=self.overrides)
+                               raw_dir=self.raw_dir, overrides=self.overrides, download=self.download)
 
     def prepare_data(self) -> None:
         """Read, preprocess and cache (rank 0 only; a cache hit is a no-op)."""
@@ -209,17 +215,23 @@ class SequenceDataModule(L.LightningDataModule):
             if self.train_samples == "sequence":
                 self.splits["train"] = SequenceSamples(self.data.sequences, self.max_history)
             self._subset_test_users()
+            self.val_subset = self._subset("val", self.max_val_users)
+
+    def _subset(self, split: str, cap: int | None) -> dict[str, int] | None:
+        """Keep a random subset of ``cap`` users of an evaluation split, drawn with a fixed seed (``SUBSET_SEED``, not
+        the run's seed) so that every model and seed evaluated with the same cap sees the same users; the whole
+        split stays in ``splits[split + "_all"]``. Returns ``{"users", "of", "seed"}``, or None for the whole split."""
+        whole = self.splits.setdefault(f"{split}_all", self.splits[split])
+        self.splits[split] = whole
+        if cap is None or cap >= len(whole):
+            return None
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(whole), cap, replace=False))
+        self.splits[split] = PrefixSamples(whole.sequences, whole.users[keep], whole.ends[keep], whole.max_history)
+        return {"users": int(len(keep)), "of": int(len(whole)), "seed": SUBSET_SEED}
 
     def _subset_test_users(self) -> None:
-        """``max_test_users``: keep a random subset of the test users, drawn with a fixed seed (``SUBSET_SEED``, not
-        the run's seed) so that every model and seed evaluated with the same cap sees the same users."""
-        test = self.splits.setdefault("test_all", self.splits["test"])
-        self.splits["test"], self.test_subset = test, None
-        if self.max_test_users is None or self.max_test_users >= len(test):
-            return
-        keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(test), self.max_test_users, replace=False))
-        self.splits["test"] = PrefixSamples(test.sequences, test.users[keep], test.ends[keep], test.max_history)
-        self.test_subset = {"users": int(len(keep)), "of": int(len(test)), "seed": SUBSET_SEED}
+        """``max_test_users``: test on a fixed-seed random subset of the test users (``_subset``)."""
+        self.test_subset = self._subset("test", self.max_test_users)
 
     def limit_test_users(self, max_test_users: int | None) -> None:
         """Test on a fixed-seed subset of ``max_test_users`` users from now on (None: every test user again)."""

@@ -3,14 +3,17 @@
 A processed dataset is what every model sees: items with contiguous ids ``0..N-1`` (with their source id, e.g.
 the ASIN, and text fields where the source has them) and one chronological item sequence per user. It is
 stored as two Parquet files plus ``manifest.json`` (counts, preprocessing parameters, sha256 of the inputs and
-a content hash that results cite). Saving is atomic: the files are written to a temporary folder beside the
-target, which is renamed into place only when complete, so a failed run never leaves a half-written cache or
-replaces a good one.
+a content hash that results cite), and any attached input the models read later (an LC-Rec ``X.index.json``),
+copied in so that the cache folder is self-contained: paths inside the manifest are file names relative to the
+folder, with their sha256 (``manifest["attachments"]``), never absolute paths into someone's data folder.
+Saving is atomic: the files are written to a temporary folder beside the target, which is renamed into place
+only when complete, so a failed run never leaves a half-written cache or replaces a good one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,6 +48,8 @@ class ProcessedDataset:
     ``items`` maps column name to a list of length ``num_items``: always ``source_id`` (str), and any of
     ``TEXT_FIELDS`` (str, "" when missing) the source provides. ``sequences[u]`` is user ``u``'s item ids in
     chronological order; ``user_ids[u]`` the source user id; ``timestamps[u]`` (optional) the matching times.
+    ``directory`` is the folder the dataset was saved to or read from: relative file names in the manifest (e.g.
+    ``manifest["lcrec"]["index"]``) resolve against it (``resolve``).
     """
 
     name: str
@@ -53,6 +58,7 @@ class ProcessedDataset:
     user_ids: list[str]
     manifest: dict[str, Any] = field(default_factory=dict)
     timestamps: list[np.ndarray] | None = None
+    directory: Path | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -105,16 +111,34 @@ class ProcessedDataset:
             h.update(b"\x01")
         return h.hexdigest()
 
+    def resolve(self, name: str | Path) -> Path:
+        """A file named in the manifest: relative names resolve against ``directory`` (absolute ones as they are)."""
+        path = Path(name)
+        if path.is_absolute() or self.directory is None:
+            return path
+        return self.directory / path
+
     # ------------------------------------------------------------------ cache I/O
-    def save(self, directory: str | Path) -> Path:
-        """Write the dataset to ``directory`` atomically (temp folder + rename); return the folder."""
+    def save(self, directory: str | Path, attachments: dict[str, Path] | None = None) -> Path:
+        """Write the dataset to ``directory`` atomically (temp folder + rename); return the folder.
+
+        ``attachments`` maps a file name to a source file copied in beside the Parquet files; the manifest
+        records each name with its sha256 (checked by ``load``)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         manifest = dict(self.manifest)
         manifest.update(name=self.name, counts=self.counts(), content_hash=self.content_hash(),
                         format_version=FORMAT_VERSION)
-        self.manifest = manifest
+        for name in attachments or {}:
+            if Path(name).name != name or name in (MANIFEST, ITEMS_FILE, SEQUENCES_FILE):
+                raise ValueError(f"attachment name {name!r}: expected a plain file name other than the dataset's own")
         with atomic_dir(directory) as tmp:
+            files = {}
+            for name, src in (attachments or {}).items():
+                shutil.copyfile(src, tmp / name)
+                files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            if files:
+                manifest["attachments"] = files
             pq.write_table(pa.table({k: pa.array(v, type=pa.string()) for k, v in self.items.items()}),
                            tmp / ITEMS_FILE)
             cols: dict[str, pa.Array] = {
@@ -127,6 +151,8 @@ class ProcessedDataset:
                                               type=pa.list_(pa.int64()))
             pq.write_table(pa.table(cols), tmp / SEQUENCES_FILE)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        self.manifest = manifest
+        self.directory = directory
         return directory
 
     @classmethod
@@ -149,9 +175,15 @@ class ProcessedDataset:
         if "timestamps" in seq_t.column_names:
             ts = [np.asarray(t, dtype=np.int64) for t in seq_t.column("timestamps").to_pylist()]
         ds = cls(name=manifest.get("name", directory.name), items=items, sequences=seqs,
-                 user_ids=seq_t.column("user_id").to_pylist(), manifest=manifest, timestamps=ts)
+                 user_ids=seq_t.column("user_id").to_pylist(), manifest=manifest, timestamps=ts, directory=directory)
         if manifest.get("content_hash") != ds.content_hash():
             raise DataError(mpath, "content_hash", "does not match the cached files (corrupt cache: delete the folder)")
+        for name, entry in (manifest.get("attachments") or {}).items():
+            file = directory / name
+            if not file.is_file():
+                raise DataError(mpath, f"attachments.{name}", f"attached file {file} is missing")
+            if sha256_file(file) != entry.get("sha256"):
+                raise DataError(file, None, f"sha256 differs from {MANIFEST}'s (corrupt cache: delete the folder)")
         return ds
 
 

@@ -140,7 +140,8 @@ def read_lcrec(folder: str | Path, prefix: str, *, name: str | None = None,
                min_length: int = 3) -> ProcessedDataset:
     """Read ``<folder>/<prefix>.inter.json`` and ``.item.json`` into a ProcessedDataset (no re-filtering).
 
-    The index file is not read here (see ``read_lcrec_index``); the manifest records where it is.
+    The index file is not read here (see ``read_lcrec_index``); the manifest names it relative to ``folder``
+    (the dataset's ``directory``: ``ds.resolve(ds.manifest["lcrec"]["index"])`` is its path).
     """
     paths = lcrec_paths(folder, prefix)
     if not paths["inter"].is_file() and paths["item"].is_file():
@@ -149,11 +150,11 @@ def read_lcrec(folder: str | Path, prefix: str, *, name: str | None = None,
                         "no interaction sequences")
     items = read_lcrec_items(paths["item"])
     user_ids, sequences = read_lcrec_sequences(paths["inter"], len(items["source_id"]), min_length)
-    manifest: dict[str, Any] = {"lcrec": {"folder": str(folder), "prefix": prefix}}
+    manifest: dict[str, Any] = {"lcrec": {"folder": Path(folder).name, "prefix": prefix}}
     if paths["index"].is_file():
-        manifest["lcrec"]["index"] = str(paths["index"])
+        manifest["lcrec"]["index"] = paths["index"].name
     return ProcessedDataset(name=name or prefix, items=items, sequences=sequences, user_ids=user_ids,
-                            manifest=manifest)
+                            manifest=manifest, directory=Path(folder))
 
 
 # ---------------------------------------------------------------------------------------------- index

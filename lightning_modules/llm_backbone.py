@@ -67,7 +67,11 @@ def load_backbone(name_or_path: str, cache_dir: str | Path | None = None,
         if cache_dir is None:
             raise ValueError("the smollm2 alias needs a cache_dir for its converted copy")
         name_or_path = str(ensure_smollm2(cache_dir))
-    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype), load_tokenizer(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype), load_tokenizer(name_or_path)
+    except OSError as e:       # not a folder, not in the hub cache, no network: say which name
+        raise OSError(f"model.params.backbone.name={name_or_path!r}: cannot load it ({' '.join(str(e).split())}); "
+                      "a local folder, the smollm2 alias, or a hub name with network access") from e
 
 
 def load_tokenizer(name_or_path: str, cache_dir: str | Path | None = None) -> Any:

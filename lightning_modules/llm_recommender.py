@@ -52,7 +52,8 @@ class LLMRecommender(SemanticIDRecommender):
                  max_text_words: int = 32, max_prompt_tokens: int = 512, tokenizer: dict[str, Any] | None = None,
                  missing_text: str = "error", seed: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("eval", {})
-        kwargs["eval"] = {**kwargs["eval"], "beam_size": kwargs["eval"].get("beam_size") or 20}
+        beam = kwargs["eval"].get("beam_size")     # null: the paper's 20; 0 is refused (base K <= B), never 20
+        kwargs["eval"] = {**kwargs["eval"], "beam_size": 20 if beam is None else beam}
         super().__init__(num_items, **kwargs)
         self.backbone_cfg = {**DEFAULT_BACKBONE, **dict(backbone or {})}
         self.lora_cfg = dict(lora) if lora and lora.get("enabled", True) else None

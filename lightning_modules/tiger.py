@@ -34,7 +34,8 @@ class TIGER(SemanticIDRecommender):
                  max_history: int = 20, tokenizer: dict[str, Any] | None = None, seed: int = 0,
                  **kwargs: Any) -> None:
         kwargs.setdefault("eval", {})
-        kwargs["eval"] = {**kwargs["eval"], "beam_size": kwargs["eval"].get("beam_size") or 20}
+        beam = kwargs["eval"].get("beam_size")     # null: the paper's 20; 0 is refused (base K <= B), never 20
+        kwargs["eval"] = {**kwargs["eval"], "beam_size": 20 if beam is None else beam}
         super().__init__(num_items, **kwargs)
         self.shape = dict(d_model=d_model, num_layers=num_layers, num_decoder_layers=num_decoder_layers,
                           num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout_rate=dropout)

@@ -160,7 +160,7 @@ def test_checkpoint_round_trip_gives_identical_recommendations(lcrec_run, assets
     model, dm = lcrec_run
     torch.save(model.state_dict(), tmp_path / "lcrec.pt")
     fresh = make(assets)
-    fresh.load_state_dict(torch.load(tmp_path / "lcrec.pt"))
+    fresh.load_state_dict(torch.load(tmp_path / "lcrec.pt", weights_only=True))
     batch = next(iter(dm.test_dataloader()))
     model.eval(), fresh.eval()
     assert torch.equal(model.recommend(batch, 10), fresh.recommend(batch, 10))

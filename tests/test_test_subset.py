@@ -72,3 +72,25 @@ def test_leaderboard_labels_rows_trained_on_part_of_each_epoch(tmp_path: Path) -
     page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, [cut, part]), DATASET), models=[])
     assert [r[0] for r in _table(page)[1]] == ["alpha [train: 40 batches of 8/epoch]",
                                                "gamma [train: 25% of each epoch]"]
+
+
+def served_val_users(dm: SequenceDataModule) -> list[int]:
+    dm.setup()
+    return [int(u) for b in dm.val_dataloader() for u in b["user"]]
+
+
+def test_validation_subset_is_fixed_recorded_and_a_labelled_cut(tmp_path: Path) -> None:
+    full = served_val_users(SequenceDataModule(rule_dataset(), max_history=MAX_HISTORY))
+    subsets = [served_val_users(SequenceDataModule(rule_dataset(), max_history=MAX_HISTORY, seed=s, max_val_users=25))
+               for s in (0, 7)]
+    assert subsets[0] == subsets[1] and len(set(subsets[0])) == 25 and set(subsets[0]) < set(full)
+    with pytest.raises(ValueError, match="max_val_users"):
+        SequenceDataModule(rule_dataset(), max_history=MAX_HISTORY, max_val_users=0)
+    cfg = load_config("synthetic", "sasrec", [f"paths.results_dir={tmp_path / 'results'}",
+                                              f"paths.runs_dir={tmp_path / 'runs'}", "eval.max_val_users=40",
+                                              "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                              "trainer.progress=false"])
+    rec = run_benchmark(cfg)
+    assert rec["val_subset"]["users"] == 40 and rec["val_subset"]["of"] > 40 and rec["test_subset"] is None
+    assert f"validated on a fixed random subset of 40 of {rec['val_subset']['of']:,} validation users" in rec["cuts"]
+    assert not any(c.startswith("eval.max_val_users") for c in rec["cuts"])       # said once, in words

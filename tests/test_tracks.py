@@ -228,6 +228,18 @@ def test_budget_jobs_never_run_two_llms_together() -> None:
     assert next_job(["simgr", "pop"], ["lcrec"], heavy) == "pop"
     assert next_job(["simgr"], ["lcrec"], heavy) is None
     assert next_job(["simgr", "pop"], ["rpg"], heavy) == "simgr"
+    assert next_job(["simgr", "pop"], ["lcrec"], heavy, max_heavy=2) == "simgr"      # two fit with micro-batches
+    assert next_job(["tsrec", "pop"], ["lcrec", "simgr"], heavy + ["tsrec"], max_heavy=2) == "pop"
+
+
+def test_budget_overrides_validate_a_subset_and_shrink_llm_memory() -> None:
+    light = budget_overrides("tiger", 30)
+    assert "eval.max_val_users=500" in light and not any("micro_batch_size" in o for o in light)
+    llm = budget_overrides("lcrec", 30, heavy=True, batch_size=32)
+    assert "data.micro_batch_size=8" in llm and "data.eval_batch_size=8" in llm
+    assert not any("micro_batch_size" in o for o in budget_overrides("x", 30, heavy=True, batch_size=12))  # no divisor
+    cfg = load_config("beauty", "lcrec", llm)
+    assert cfg.data.micro_batch_size == 8 and cfg.data.batch_size == 32 and cfg.eval.max_val_users == 500
 
 
 def test_budget_cli_runs_models_in_parallel_with_one_thread(tmp_path: Path) -> None:

@@ -54,10 +54,13 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
     if kind == "published":
         from grbench.tokenizers.published import load_published_index
 
-        path = cfg.get("index_file") or (dataset.manifest.get("lcrec") or {}).get("index")
-        if not path:
-            raise ValueError(f"tokenizer.kind=published: dataset {dataset.name!r} has no X.index.json; "
-                             "set tokenizer.index_file")
+        path = cfg.get("index_file")
+        if not path:   # the dataset's own index: a file name relative to its folder (the cache folder holds a copy)
+            name = (dataset.manifest.get("lcrec") or {}).get("index")
+            if not name:
+                raise ValueError(f"tokenizer.kind=published: dataset {dataset.name!r} has no X.index.json; "
+                                 "set tokenizer.index_file")
+            path = dataset.resolve(name) if hasattr(dataset, "resolve") else Path(name)
         table = load_published_index(path, dataset.num_items)
         raw = table.codes
         if not table.is_one_to_one() and collision != "keep":   # keep: items that share a SID stay tied (RPG)

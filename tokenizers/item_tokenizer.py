@@ -14,7 +14,9 @@ Raw codes can collide (two items, one code tuple); ``resolve_collisions`` makes 
   tokenizer's ``last_level_distances`` when it has them, else the smallest unused code).
 - ``none``: keep the codes; collisions are an error.
 
-``fit_sid_table`` runs the whole step (fit or load from a cache, encode, resolve, report).
+``fit_sid_table`` runs the whole step (fit or load from a cache, encode, resolve, report). A cached tokenizer that
+fails its checks (checksums, manifest, shapes) is fitted again and replaced, with a logged warning naming it; a
+cache folder that is a file, not writable or full is one ``CacheError`` line naming it, raised before the fit.
 """
 from __future__ import annotations
 
@@ -22,13 +24,17 @@ import abc
 import hashlib
 import importlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from grbench.datamodules.atomic import atomic_dir
+from grbench.datamodules.paths import cache_write, ensure_cache_dir
 from grbench.tokenizers.sid_table import SIDTable
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "tokenizer.json"
 FORMAT_VERSION = 1
@@ -261,20 +267,25 @@ def fit_sid_table(embeddings: np.ndarray, kind: str, params: dict[str, Any] | No
     """Fit a ``kind`` tokenizer (or load it from ``cache_dir/<cache_key>``), encode ``embeddings``, resolve
     collisions by ``collision_rule``; returns the SID table and ``tokenization_report`` (plus the run's
     kind, params, rule, seed and whether the tokenizer came from the cache). A cached copy that fails its
-    checksums raises ValueError naming the file: delete that folder to fit again."""
+    checks is fitted again and replaced, with a warning naming it; an unusable ``cache_dir`` raises CacheError."""
     x = check_embeddings(embeddings)
     if collision_rule not in COLLISION_RULES:
         raise ValueError(f"unknown collision rule {collision_rule!r}; known rules: {', '.join(COLLISION_RULES)}")
     tokenizer = build_tokenizer(kind, **(params or {}))
     params = tokenizer.params  # with the defaults filled in: {} and the explicit defaults share a cache entry
-    target = Path(cache_dir) / cache_key(x, kind, params, seed) if cache_dir is not None else None
-    cached = target is not None and target.is_dir()
-    if cached:
-        tokenizer = ItemTokenizer.load(target)
-    else:
+    target = ensure_cache_dir(cache_dir) / cache_key(x, kind, params, seed) if cache_dir is not None else None
+    cached = False
+    if target is not None and target.exists():
+        try:
+            tokenizer, cached = ItemTokenizer.load(target), True
+        except (ValueError, OSError, KeyError, TypeError) as e:  # a damaged cache is fitted again, never trusted
+            log.warning("tokenizer cache %s is corrupt (%s); fitting it again", target, e)
+            tokenizer = build_tokenizer(kind, **params)
+    if not cached:
         tokenizer.fit(x, seed=seed)
         if target is not None:
-            tokenizer.save(target)
+            with cache_write(target):
+                tokenizer.save(target)
     raw = tokenizer.encode(x)
     distances = tokenizer.last_level_distances(x) if collision_rule == "reassign_last" else None
     codes, sizes = resolve_collisions(raw, tokenizer.codebook_sizes, collision_rule, distances)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from grbench.datamodules.atomic import atomic_file
+from grbench.datamodules.paths import cache_write, ensure_cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from grbench.datamodules.dataset import ProcessedDataset
@@ -416,17 +417,22 @@ def embed_items(dataset: "ProcessedDataset", encoder_cfg: dict[str, Any], cache_
     cached = _load_cached(path, meta)
     if cached is not None:
         return cached
+    ensure_cache_dir(path.parent)   # a cache folder that is a file / not writable: say so before encoding
     kwargs = {k: cfg[k] for k in ("name_or_path", "batch_size", "max_length", "device", "pooling", "normalize")
               if k in cfg}
     encoder = TextEncoder(**kwargs)
     emb = encoder.encode(texts, progress=bool(cfg.get("progress", True)))
-    path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = dict(meta, dataset=dataset.name, model=encoder.name_or_path, dims=int(emb.shape[1]),
                    resolved_pooling=encoder.pooling, resolved_normalize=bool(encoder.normalize),
                    placeholders=count_placeholders(dataset, tuple(cfg.get("fields", DEFAULT_FIELDS))),
                    content_hash=dataset.manifest.get("content_hash"))
-    with atomic_file(path, "wb") as f:
-        np.save(f, emb, allow_pickle=False)
-    with atomic_file(path.with_suffix(".json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    with cache_write(path):
+        try:
+            with atomic_file(path, "wb") as f:
+                np.save(f, emb, allow_pickle=False)
+            with atomic_file(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+                f.write(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            path.unlink(missing_ok=True)   # an array without its sidecar is no cache entry
+            raise
     return emb

@@ -10,11 +10,15 @@ decoding cannot avoid (the encoder, one first decoder step per user, and ``L - 1
 By default the SID table is the published Beauty index (12,101 items, 4 levels of 256; ../shared/data) and the model
 has the paper's shape with untrained weights (the cost of decoding does not depend on the weights; pass a TIGER
 checkpoint from ``grbench bench`` to time a trained one); histories are 20 random items (80 SID tokens + a user token).
+A checkpoint is read with ``torch.load(weights_only=True)`` (``load_checkpoint``): tensors and plain containers
+only, so a file from elsewhere cannot run code when it is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
+import re
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +44,34 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint: a Lightning ``.ckpt`` (its ``state_dict``) or a saved ``state_dict``.
+
+    Read with ``weights_only=True``: a pickle that would construct anything but tensors and plain containers is
+    refused before any of its code runs. Raises FileNotFoundError, or ValueError naming the file when it is not
+    a checkpoint (not a torch file, a payload that is not weights, no ``state_dict``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:   # torch's own text suggests weights_only=False: give the reason only
+        m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s*Please use|\n\n|$)", str(e).strip(), re.DOTALL)
+        reason = " ".join((m.group(1) if m else str(e).strip().splitlines()[0]).split())
+        raise ValueError(f"{path}: refused by torch.load(weights_only=True), nothing in it was run ({reason}): not a "
+                         "checkpoint, or one holding objects other than tensors and plain containers") from e
+    except Exception as e:  # torch reports a file that is not one in many ways (RuntimeError, IndexError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first})") from e
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{path}: not a checkpoint: expected a Lightning .ckpt with a 'state_dict' of tensors, or "
+                         f"a saved state_dict, got {type(obj).__name__}"
+                         + (f" with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else ""))
+    return state
 
 
 def _table(index: Path | None, num_items: int, seed: int) -> tuple[SIDTable, str]:
@@ -84,7 +116,7 @@ def run(users: int = 64, beams: int = 20, threads: int = 1, repeats: int = 3, ch
     model = TIGER(num_items, seed=seed, eval={"beam_size": beams, "ks": [k for k in (1, 5, 10, 20) if k <= beams]})
     model.setup_table(table)
     if checkpoint:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+        model.load_state_dict(load_checkpoint(checkpoint))
     model.eval()
     g = torch.Generator().manual_seed(seed)
     batch = {"history": torch.randint(0, num_items, (users, 20), generator=g), "user": torch.arange(users)}
