@@ -6,6 +6,7 @@
 #   make bench DATASET=beauty BUDGET=30 [JOBS=2 LLM_JOBS=2]   equal-budget track: 30 min of training per model, 1 thread
 #   make test                                               the test suite (pytest)
 #   make leaderboard                                        regenerate leaderboards/*.md from the result JSONs
+#   make gpu-bundle                                         build/gpu-bundle: offline bundle for a GPU node (benchmarks/gpu/)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -22,7 +23,7 @@ REPLACE ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test leaderboard clean-venv
+.PHONY: install bench test leaderboard gpu-bundle clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,9 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+gpu-bundle: $(STAMP)
+	$(BIN)/grbench bundle --dataset $(or $(BUNDLE_DATASET),beauty) --out build/gpu-bundle --replace
 
 leaderboard: $(STAMP)
 	$(BIN)/grbench leaderboard

@@ -64,6 +64,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from .gpu.bundle import MAX_BUNDLE_BYTES, build_bundle
+
+    manifest = build_bundle(args.out, args.dataset, args.data_dir, args.cache_dir, replace=args.replace)
+    console.print(f"wrote {args.out}: {manifest['bytes'] / 2**20:.1f} MiB of {MAX_BUNDLE_BYTES / 2**20:.0f} "
+                  f"({len(manifest['files'])} files: {', '.join(manifest['wheels'])}; runs "
+                  f"{', '.join(r['name'] for r in manifest['runs'])}). On the node: benchmarks/gpu/paper_track.sh "
+                  f"{args.out} OUT --minutes 9")
+    return 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import find_datasets, write_leaderboards
 
@@ -133,7 +144,8 @@ def _publish_plan(args: argparse.Namespace, cfg: object) -> tuple[bool, str]:
     if args.publish:
         check_target(target, args.replace)
         return True, ""
-    recipe = OmegaConf.to_container(load_config(cfg.dataset, cfg.model.name), resolve=True)
+    variant = [f"variant={cfg.variant}"] if cfg.get("variant") else []
+    recipe = OmegaConf.to_container(load_config(cfg.dataset, cfg.model.name, variant), resolve=True)
     if not is_recipe_run(OmegaConf.to_container(cfg, resolve=True), recipe):
         return False, (f"{cfg.model.name}: a trial (overrides that change the recipe): its result stays in its run "
                        f"folder, {target} is untouched; add --publish to publish it")
@@ -278,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out-dir", default="leaderboards")
     lb.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     lb.set_defaults(func=_cmd_leaderboard)
+
+    bu = sub.add_parser("bundle", help="write the offline bundle for a GPU node without network (benchmarks/gpu/)")
+    bu.add_argument("--dataset", default="beauty", help="the dataset of the paper-track runs (configs/paper_track.yaml)")
+    bu.add_argument("--out", type=Path, default=Path("build/gpu-bundle"), help="bundle folder (default build/gpu-bundle)")
+    bu.add_argument("--data-dir", type=Path, default=None, help="folder of LC-Rec datasets (default ../shared/data)")
+    bu.add_argument("--cache-dir", type=Path, default=None, help="where SID tables are built or found (default: the "
+                    "user cache)")
+    bu.add_argument("--replace", action="store_true", help="rebuild an existing bundle folder")
+    bu.set_defaults(func=_cmd_bundle)
 
     ls = sub.add_parser("list", help="list registered models and datasets")
     ls.set_defaults(func=_cmd_list)

@@ -42,6 +42,8 @@ def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved and validated config of one run. ``overrides`` are ``key=value`` strings (omegaconf dotlist).
+    ``variant=<name>`` selects one of the model file's ``variants`` (an alternative recipe, e.g. TIGER on a
+    published index), applied after the ``per_dataset`` block; it is part of the recipe the run is compared with.
     A bad setting raises :class:`ConfigError` (a ``ValueError``) naming the key."""
     model_path = CONFIG_DIR / "models" / f"{model}.yaml"
     if not model_path.exists():
@@ -53,12 +55,19 @@ def load_config(dataset: str, model: str, overrides: Sequence[str] = ()) -> Dict
         layers.append(_load_yaml(ds_path))
     model_cfg = _load_yaml(model_path)
     per_dataset = model_cfg.pop("per_dataset", None) or {}
+    variants = model_cfg.pop("variants", None) or {}
     layers.append(model_cfg)
     if dataset in per_dataset:
         layers.append(per_dataset[dataset])
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ValueError(f"overrides must be key=value, got {bad}")
+    variant = next((o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0] == "variant"), None)
+    if variant not in (None, "", "null"):      # a named alternative recipe of the model (its `variants:` block)
+        if variant not in variants:
+            raise KeyError(f"variant={variant}: models/{model}.yaml has no such variant (it has: "
+                           f"{', '.join(sorted(variants)) or 'none'})")
+        layers.append(variants[variant])
     files = OmegaConf.merge(*layers)
     cli = OmegaConf.from_dotlist(list(overrides))
     for key in _leaf_keys(cli):

@@ -31,6 +31,13 @@ def git_info(repo: Path | None = None) -> dict[str, Any]:
                                      ":(exclude)leaderboards"], cwd=repo, capture_output=True, text=True,
                                     check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
+        bundled = os.environ.get("GRBENCH_SOURCE_GIT")   # an installed copy from the GPU bundle: the commit it was built at
+        if bundled:
+            try:
+                info = json.loads(bundled)
+                return {"commit": info.get("commit"), "dirty": info.get("dirty"), "from": "bundle"}
+            except ValueError:
+                pass
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
 

@@ -58,6 +58,7 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
                               overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
                               train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)),
+                              device_batches=bool(d.get("device_batches", False)),
                               max_test_users=cfg.eval.get("max_test_users"),
                               max_val_users=cfg.eval.get("max_val_users"), download=cfg.paths.get("download"))
 
@@ -177,7 +178,8 @@ def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) ->
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
     git = git_info(REPO_ROOT)  # taken at the start: the code that ran, not what changed meanwhile
-    recipe = _plain(load_config(cfg.dataset, cfg.model.name))   # the same model and dataset, no overrides
+    variant = [f"variant={cfg.variant}"] if cfg.get("variant") else []   # a variant is part of the recipe
+    recipe = _plain(load_config(cfg.dataset, cfg.model.name, variant))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     cache_dir = _path(cfg.paths.cache_dir, default_cache_dir())
@@ -189,6 +191,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     dm.setup()
     model = build_model(cfg, dm.num_items)
     model.prepare(dm)
+    if cfg.trainer.get("compile"):
+        model.compile_network()
     trainer, ckpt, curve = build_trainer(cfg, run_dir)
 
     train_time, best_val, epochs, steps, stop, probe = 0.0, None, 0, 0, None, None

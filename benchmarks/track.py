@@ -20,7 +20,7 @@ NEUTRAL_KEYS: tuple[str, ...] = (
     "paths.", "result_name", "seed", "budget.", "dataset", "runtime.", "recipe.", "trainer.progress", "trainer.accelerator",
     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.deterministic", "data.num_workers",
     "data.eval_batch_size", "model.params.eval_chunk", "model.params.decoding.chunk", "eval.full_test_min_users_per_s",
-    "eval.probe_users", "eval.max_val_users", "data.micro_batch_size",
+    "eval.probe_users", "eval.max_val_users", "data.micro_batch_size", "data.device_batches", "trainer.compile",
 )
 
 #: settings that only shape training: not cuts for a model with nothing to train (popularity)

@@ -130,6 +130,7 @@ class Rule(NamedTuple):
 #: every key the suite reads, in the order of benchmarks/configs/default.yaml
 RULES: tuple[Rule, ...] = (
     Rule("seed", SEED, 0),
+    Rule("variant", text(null=True), "letter"),
     Rule("dataset", text(), "synthetic"),
     Rule("paths.cache_dir", text(null=True), "/scratch/grbench"),
     Rule("paths.data_dir", text(null=True), "../shared/data"),
@@ -144,6 +145,8 @@ RULES: tuple[Rule, ...] = (
     Rule("data.num_workers", integer(0), 0),
     Rule("data.train_samples", choice(("prefix", "sequence")), "prefix"),
     Rule("data.group_by_length", BOOL, "false"),
+    Rule("data.device_batches", BOOL, "true"),
+    Rule("trainer.compile", BOOL, "true"),
     Rule("data.overrides", MAPPING, "{kcore: 10}"),
     Rule("eval.ks", KS, "[1,5,10,20]"),
     Rule("eval.beam_size", integer(1, null=True), 20),

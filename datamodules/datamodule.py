@@ -15,6 +15,8 @@ ranks without the padding that ``DistributedSampler`` adds.
 A batch is a dict of tensors: ``user`` [B], ``history`` [B, max_history] (item ids, left-padded with ``PAD``
 = -1 so the most recent item is always the last column), ``history_len`` [B] and ``target`` [B]. A model that
 needs its own encoding of a batch (semantic IDs, prompts) passes a ``batch_hook`` that adds keys to the dict.
+With ``device_batches`` the training batches are gathered from the split's tensors on the module's device
+instead (``device_batches.py``: the same rows, no per-sample collate; not with a ``batch_hook``).
 """
 from __future__ import annotations
 
@@ -27,11 +29,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .dataset import ProcessedDataset
+from .device_batches import DeviceBatches, materialise
 from .samplers import LengthGroupedBatchSampler
 
 PAD = -1
 SUBSET_SEED = 0  # the draw of ``max_test_users``: fixed, so capped results of different runs share their users
 BatchHook = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+DEVICE_BATCHES_WITH_HOOK = ("data.device_batches=true needs batches that are whole tensors, but this model renders its "
+                            "batches in Python (a batch_hook, e.g. LLM prompts): set data.device_batches=false")
 
 
 class PrefixSamples(Dataset):
@@ -164,7 +169,8 @@ class SequenceDataModule(L.LightningDataModule):
                  raw_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  batch_hook: BatchHook | None = None, train_samples: str = "prefix",
                  group_by_length: bool = False, max_test_users: int | None = None,
-                 max_val_users: int | None = None, download: bool | None = None) -> None:
+                 max_val_users: int | None = None, download: bool | None = None,
+                 device_batches: bool = False) -> None:
         super().__init__()
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
@@ -190,6 +196,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.overrides = dict(overrides or {})
         self.download = download
         self.batch_hook = batch_hook
+        if device_batches and batch_hook is not None:
+            raise ValueError(DEVICE_BATCHES_WITH_HOOK)
+        #: training batches gathered from the split's tensors on the device (device_batches.py)
+        self.device_batches = bool(device_batches)
+        self._train_tensors: dict[str, torch.Tensor] | None = None
         self.splits: dict[str, Dataset] = {}
 
     # ---------------------------------------------------------------- Lightning hooks
@@ -270,8 +281,18 @@ class SequenceDataModule(L.LightningDataModule):
                           collate_fn=Collate(self.max_history, self.batch_hook),
                           persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         rank, world = self._world()
+        if self.device_batches:    # whole tensors on the module's device, one gather per batch (device_batches.py)
+            if self.batch_hook is not None:
+                raise ValueError(DEVICE_BATCHES_WITH_HOOK)
+            if self._train_tensors is None:
+                self._train_tensors = materialise(self.splits["train"], Collate(self.max_history))
+            trainer = getattr(self, "trainer", None)
+            return DeviceBatches(self._train_tensors, self.batch_size, seed=self.seed, rank=rank, world_size=world,
+                                 device=(lambda: trainer.strategy.root_device) if trainer is not None else "cpu",
+                                 group_by_length=self.group_by_length,
+                                 lengths=np.minimum(self.splits["train"].ends, self.max_history))
         if self.group_by_length:   # batches of similar history length (samplers.py); seeded, new grouping per epoch
             train = self.splits["train"]
             lengths = np.minimum(train.ends, self.max_history)      # both sample kinds: history = seq[..end]

@@ -16,6 +16,14 @@ import torch
 
 from .evaluator import DEFAULT_KS, RankingMetrics
 
+
+def float32(like: torch.Tensor) -> torch.autocast:
+    """A block that computes in float32 under mixed precision too (``trainer.precision=bf16-mixed``): cast its
+    inputs with ``.float()``. For scores that are ranked or normalised (softmax, cosine / temperature, top-k), where
+    bf16's 8-bit mantissa would tie or shift them."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 DEFAULT_OPTIM: dict[str, Any] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999],
                                  "scheduler": "none", "warmup_steps": 0, "grad_clip": None}
 
@@ -46,6 +54,7 @@ class GenerativeRecommender(L.LightningModule):
         #: model-specific facts for the result record (e.g. the tokenizer's codebook usage and collisions)
         self.result_extras: dict[str, Any] = {}
         self._test_started = 0.0
+        self._compiled_loss: Any = None     # compile_network (trainer.compile)
 
     # ---------------------------------------------------------------- to implement
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -57,9 +66,15 @@ class GenerativeRecommender(L.LightningModule):
     def prepare(self, datamodule: Any) -> None:
         """Optional: fit anything that needs the training data before training (statistics, tokenizers)."""
 
+    def compile_network(self, **options: Any) -> None:
+        """``trainer.compile``: train through ``torch.compile(training_loss)`` (the model's forward and its loss, one
+        graph where the shapes allow). Call after ``prepare`` (which may build the network). Evaluation stays eager:
+        beam search and graph decoding are loops with data-dependent shapes."""
+        self._compiled_loss = torch.compile(self.training_loss, **options)
+
     # ---------------------------------------------------------------- loops
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.training_loss(batch)
+        loss = (self._compiled_loss or self.training_loss)(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["target"]))
         return loss
 

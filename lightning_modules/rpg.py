@@ -33,7 +33,7 @@ from transformers import GPT2Config, GPT2Model
 
 from grbench.tokenizers.sid_table import SIDTable
 
-from .base import SemanticIDRecommender
+from .base import SemanticIDRecommender, float32
 from .evaluator import RankingMetrics
 
 DEFAULT_DECODING = {"mode": "graph", "beam": 50, "edges": 50, "steps": 3, "chunk": 1024}
@@ -105,7 +105,9 @@ class RPG(SemanticIDRecommender):
         w = self.head_w1.permute(1, 0, 2).reshape(self.d_model, -1)                     # one GEMM for all heads
         heads = h.unsqueeze(1) + F.silu((h @ w).view(-1, self.digits, self.d_model) + self.head_b1)   # [B, m, d]
         table = self.token_emb.weight[1:].view(self.digits, self.codebook, self.d_model)
-        return torch.einsum("bmd,mkd->bmk", F.normalize(heads, dim=-1), F.normalize(table, dim=-1)) / self.temperature
+        with float32(h):      # cosine / temperature 0.03-0.07: bf16 cosines would move logits by up to 0.1-0.3
+            return torch.einsum("bmd,mkd->bmk", F.normalize(heads.float(), dim=-1),
+                                F.normalize(table.float(), dim=-1)) / self.temperature
 
     def trim(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Drop the leading columns that are padding in every row of ``columns[0]`` (left-padded histories), from
@@ -155,8 +157,9 @@ class RPG(SemanticIDRecommender):
     def build_graph(self) -> torch.Tensor:
         """[N, edges] neighbours of every item by mean digit-token cosine, in item chunks (bounded memory)."""
         edges = min(int(self.decoding["edges"]), self.num_items - 1)
-        table = F.normalize(self.token_emb.weight[1:].view(self.digits, self.codebook, self.d_model), dim=-1)
-        cos = torch.einsum("mkd,mld->mkl", table, table)                                # [m, K, K] per digit
+        table = F.normalize(self.token_emb.weight[1:].view(self.digits, self.codebook, self.d_model).float(), dim=-1)
+        with float32(table):
+            cos = torch.einsum("mkd,mld->mkl", table, table)                            # [m, K, K] per digit
         out = []
         for start in range(0, self.num_items, int(self.decoding["chunk"])):
             rows = torch.arange(start, min(start + int(self.decoding["chunk"]), self.num_items), device=cos.device)

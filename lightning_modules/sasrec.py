@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import GenerativeRecommender
+from .base import GenerativeRecommender, float32
 
 
 class SASRec(GenerativeRecommender):
@@ -54,8 +54,10 @@ class SASRec(GenerativeRecommender):
         return self.final_norm(h[:, -1])
 
     def scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, num_items] logits over the full catalogue."""
-        return self.user_state(batch["history"]) @ self.item_emb.weight[1:].T
+        """[B, num_items] logits over the full catalogue, in float32 (also under bf16 autocast: they are ranked)."""
+        state = self.user_state(batch["history"])
+        with float32(state):
+            return state.float() @ self.item_emb.weight[1:].float().T
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self.scores(batch), batch["target"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from grbench.tokenizers.prefix_constraint import PrefixConstraint
@@ -73,7 +74,9 @@ class TIGER(SemanticIDRecommender):
         if self.t5 is None:
             raise RuntimeError("TIGER.prepare(datamodule) (or setup_table) must run before training")
         ids, mask = self.encoder_inputs(batch)
-        return self.t5(input_ids=ids, attention_mask=mask, labels=self.item_tokens[batch["target"] + 1]).loss
+        labels = self.item_tokens[batch["target"] + 1]                      # teacher forcing: pad, then the SID
+        logits = self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=self.t5._shift_right(labels)).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())   # float32 under bf16 autocast too
 
     def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         ids, mask = self.encoder_inputs(batch)

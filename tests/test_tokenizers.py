@@ -284,6 +284,10 @@ def test_published_index_sizes_and_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({"0": ["<x_1>", "<y_3>"], "1": ["<x_2>", "<y_0>"]}))
     with pytest.raises(ValueError, match=r"X\.index\.json.*<x_1>"):
         load_published_index(path, 2)
+    # a damaged code would size a billion-row embedding table: refused with the file and level, before any model
+    path.write_text(json.dumps({"0": ["<a_1>", "<b_999999999>"], "1": ["<a_2>", "<b_0>"]}))
+    with pytest.raises(ValueError, match=r"X\.index\.json.*level 1 \('b'\) has code 999,999,999"):
+        load_published_index(path, 2)
 
 
 def test_published_index_keeps_shared_sids_under_collision_keep(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from grbench.benchmarks import leaderboard as lb
 from grbench.benchmarks.budget import budget_overrides, max_time, next_job, result_name
@@ -257,3 +258,16 @@ def test_budget_cli_runs_models_in_parallel_with_one_thread(tmp_path: Path) -> N
     assert sas["test_probe"]["full_test"] is True and sas["test_subset"] is None
     page = (res.parent / "synthetic.md").read_text()
     assert "### Equal budget: 0.1 min of training on 1 thread each" in page
+
+
+def test_a_variant_is_part_of_the_recipe_not_a_cut() -> None:
+    letter = load_config("beauty", "tiger", ["variant=letter"])
+    assert letter.model.params.tokenizer.kind == "published" and letter.variant == "letter"
+    recipe = load_config("beauty", "tiger", ["variant=letter"])
+    assert recipe_changes(dict(letter), dict(recipe)) == []
+    plain = load_config("beauty", "tiger")
+    assert "model.params.tokenizer.kind: published -> rq_vae" in recipe_changes(
+        OmegaConf.to_container(plain), OmegaConf.to_container(letter))
+    assert any("LETTER" in n for n in letter.recipe.notes)
+    with pytest.raises(KeyError, match="variant=nope: models/tiger.yaml has no such variant .it has: letter"):
+        load_config("beauty", "tiger", ["variant=nope"])

@@ -11,9 +11,18 @@
 ``collision: keep`` leaves shared SIDs as they are: for models that score items rather than decode SIDs into
 them (RPG's long unordered IDs), two items with one SID are simply tied. Returns the table and a report (codebook
 usage, per-level perplexity, collision rate) for the result record.
+
+A learned table is also cached whole (``<cache_dir>/sid_tables/<dataset>-<key>.npz``: the final codes, codebook sizes
+and report), keyed by the dataset's content hash, the tokenizer config (kind, params, collision rule, encoder
+settings) and the seed. A hit needs neither the text encoder, nor the embeddings, nor faiss: the offline GPU bundle
+(``benchmarks/gpu/bundle.py``) ships these files so that a node without them runs the paper-track models.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,50 @@ import numpy as np
 from grbench.tokenizers.sid_table import SIDTable
 
 LEARNED = ("rq_vae", "rq_kmeans", "opq", "pq")
+TABLE_CACHE_VERSION = 1    # bump when a tokenizer's defaults or a collision rule change what a config produces
+log = logging.getLogger(__name__)
+
+
+def table_cache_path(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, seed: int) -> Path | None:
+    """Where the whole learned SID table of ``dataset`` under ``cfg`` and ``seed`` is cached (None without a cache
+    dir, or for a dataset with no content hash to key it by)."""
+    from grbench.tokenizers.text_encoder import CACHE_VERSION as ENCODER_CACHE_VERSION
+
+    content = (getattr(dataset, "manifest", None) or {}).get("content_hash")
+    if not content or not cache_dir:
+        return None
+    meta = {"version": TABLE_CACHE_VERSION, "encoder_cache_version": ENCODER_CACHE_VERSION, "content_hash": content,
+            "kind": str(cfg.get("kind", "rq_vae")), "params": dict(cfg.get("params") or {}),
+            "collision": str(cfg.get("collision", "extra_level")), "encoder": dict(cfg.get("encoder") or {}),
+            "seed": int(seed)}
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(getattr(dataset, "name", "dataset"))) or "dataset"
+    return Path(cache_dir) / "sid_tables" / f"{slug}-{key}.npz"
+
+
+def _load_table(path: Path, num_items: int) -> tuple[SIDTable, dict] | None:
+    """The cached table and report, or None (with a warning) when the file is damaged or does not fit."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            codes, sizes, report = z["codes"], tuple(int(s) for s in z["sizes"]), json.loads(str(z["report"]))
+        table = SIDTable(codes.astype(np.int64), sizes)
+        if table.num_items != num_items:
+            raise ValueError(f"{table.num_items} items, the dataset has {num_items}")
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("SID table cache %s is unusable (%s); building the table again", path, e)
+        return None
+    return table, {**report, "table_cached": True}
+
+
+def _save_table(path: Path, table: SIDTable, report: dict) -> None:
+    from grbench.datamodules.atomic import atomic_file
+    from grbench.datamodules.paths import cache_write
+
+    with cache_write(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "wb") as f:
+            np.savez(f, codes=table.codes, sizes=np.asarray(table.codebook_sizes, dtype=np.int64),
+                     report=np.asarray(json.dumps(report, sort_keys=True, default=str)))
 
 
 def random_table(num_items: int, levels: int, codebook_size: int, seed: int) -> SIDTable:
@@ -77,6 +130,10 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
     elif kind in LEARNED:
         from grbench.tokenizers.text_encoder import embed_items
 
+        cached_path = table_cache_path(dataset, cfg, cache_dir, seed)
+        hit = _load_table(cached_path, dataset.num_items) if cached_path is not None and cached_path.is_file() else None
+        if hit is not None:
+            return hit
         embeddings = embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache"))
         if collision == "keep":
             from grbench.tokenizers.item_tokenizer import build_tokenizer
@@ -91,4 +148,7 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
     else:
         raise ValueError(f"tokenizer.kind: unknown {kind!r} (known: {', '.join(LEARNED + ('published', 'random'))})")
     report = {"kind": kind, "collision_rule": collision, **report}
+    target = table_cache_path(dataset, cfg, cache_dir, seed) if kind in LEARNED else None
+    if target is not None:
+        _save_table(target, table, report)
     return table, report

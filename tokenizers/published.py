@@ -13,6 +13,7 @@ from grbench.datamodules.lcrec import read_lcrec_index
 from grbench.tokenizers.sid_table import SIDTable
 
 PUBLISHED_CODEBOOK_SIZE = 256  # LC-Rec's codebooks; a larger code in the file widens its level
+MAX_CODEBOOK_SIZE = 65536      # a code beyond this is a damaged file, not a codebook (it would size embedding tables)
 
 
 def load_published_index(path: str | Path, num_items: int) -> SIDTable:
@@ -23,4 +24,9 @@ def load_published_index(path: str | Path, num_items: int) -> SIDTable:
         table = SIDTable.from_tokens(tokens)
     except ValueError as e:
         raise DataError(path, None, str(e)) from e
+    for level, size in enumerate(table.codebook_sizes):
+        if size > MAX_CODEBOOK_SIZE:
+            raise DataError(path, None, f"level {level} ('{chr(ord('a') + level)}') has code {size - 1:,}: published "
+                                        f"codebooks hold at most {MAX_CODEBOOK_SIZE:,} codes (a damaged index? its "
+                                        "embedding tables would not fit in memory)")
     return SIDTable(table.codes, tuple(max(PUBLISHED_CODEBOOK_SIZE, s) for s in table.codebook_sizes))
