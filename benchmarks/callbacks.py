@@ -76,8 +76,9 @@ def _clock(seconds: float) -> str:
 class WallTimeEstimate(Callback):
     """After ``steps`` timed training steps (the first ``skip`` not counted), print the estimated training time."""
 
-    def __init__(self, name: str, steps: int = 5, skip: int = 1) -> None:
+    def __init__(self, name: str, steps: int = 5, skip: int = 1, max_time_s: float | None = None) -> None:
         self.name, self.steps, self.skip = name, steps, skip
+        self.max_time_s = max_time_s          # trainer.max_time in seconds, to say the cap (None: no cap)
         self._start: float | None = None
         self._seen = 0
         self.estimate_s: float | None = None
@@ -100,8 +101,7 @@ class WallTimeEstimate(Callback):
         if not isinstance(per_epoch, int) or epochs is None:
             return
         self.estimate_s = per_step * per_epoch * epochs
-        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
-        limit = getattr(timer, "_duration", None)
+        limit = self.max_time_s
         text = (f"{self.name}: {per_step:.3g} s/step x {per_epoch:,} steps/epoch x {epochs} epochs = about "
                 f"{_clock(self.estimate_s)} of training on this hardware (validation not counted; early stopping "
                 "may end it sooner)")
@@ -111,3 +111,16 @@ class WallTimeEstimate(Callback):
             text += ("; cap it with trainer.max_time=DD:HH:MM:SS or `grbench bench --budget MINUTES` (a budget-track "
                      "result)")
         rank_zero_info(text)
+
+
+def max_time_seconds(value: Any) -> float | None:
+    """``trainer.max_time`` as seconds: ``"DD:HH:MM:SS"`` (the config's form), a number of seconds, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    parts = [int(x) for x in str(value).split(":")]
+    if len(parts) != 4:
+        raise ValueError(f"trainer.max_time: DD:HH:MM:SS, got {value!r}")
+    days, hours, minutes, seconds = parts
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

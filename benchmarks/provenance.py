@@ -55,7 +55,8 @@ def package_versions() -> dict[str, str]:
 
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}   # set before torch loaded
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()

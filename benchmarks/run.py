@@ -26,7 +26,7 @@ from grbench.datamodules.paths import default_cache_dir
 from grbench.lightning_modules.base import GenerativeRecommender
 from grbench.lightning_modules.registry import get_model_class
 
-from .callbacks import LearningCurve, WallTimeEstimate
+from .callbacks import LearningCurve, WallTimeEstimate, max_time_seconds
 from .config import load_config
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
 from .publish import ResultLock, check_target, result_path
@@ -93,7 +93,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheck
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=t.monitor, mode="max", save_top_k=1,
                            filename="best-{epoch}", auto_insert_metric_name=False)
     curve = LearningCurve()
-    callbacks: list[Any] = [ckpt, curve, WallTimeEstimate(str(cfg.result_name or cfg.model.name))]
+    callbacks: list[Any] = [ckpt, curve, WallTimeEstimate(str(cfg.result_name or cfg.model.name),
+                                                          max_time_s=max_time_seconds(t.get("max_time")))]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
     watch = load_watch()          # the default thread count follows load that arrives during the fit (runtime.py)

@@ -100,6 +100,7 @@ def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: s
     changes = recipe_changes(run, recipe, trainable)
     cuts = [str(c) for c in (_get(recipe, "recipe.cuts") or [])] + changes
     ended = trainable and stopped_by not in OWN_STOPS and stopped_by is not None
+    ended_at = len(cuts) if ended else None       # where the stop is said, unless the progress line says it
     if ended:
         cuts.append(f"training ended by {stopped_by.replace('_', ' ')}, not by the recipe's own stopping rule")
     for key, what in (("trainer.limit_train_batches", "training batches per epoch"),
@@ -116,8 +117,8 @@ def classify(run: Mapping[str, Any], recipe: Mapping[str, Any], *, stopped_by: s
                     "test users")
     progress = progress_cut(recipe, epochs, steps, stopped_by) if trainable and cuts else None
     if progress:
-        if ended:       # the progress line names the stop already
-            cuts.remove(f"training ended by {stopped_by.replace('_', ' ')}, not by the recipe's own stopping rule")
+        if ended_at is not None:       # the progress line names the stop already
+            del cuts[ended_at]
         cuts.insert(0, progress)
     notes = [str(n) for n in (_get(recipe, "recipe.notes") or [])]
     micro = _get(run, "data.micro_batch_size") if trainable else None

@@ -254,6 +254,7 @@ def test_budget_cli_runs_models_in_parallel_with_one_thread(tmp_path: Path) -> N
     pop = json.loads((res / "synthetic" / "pop_budget0p1min.json").read_text())
     assert sas["budget"] == {"minutes": 0.1, "threads": 1} and pop["budget"] == {"minutes": 0.1, "threads": 1}
     assert sas["hardware"]["torch_threads"] == 1 and sas["config"]["trainer"]["max_time"] == "00:00:00:06"
+    assert sas["hardware"]["omp_wait_policy"] == "PASSIVE"
     assert sas["track"] == "budget" and "trainer.max_time: null -> 00:00:00:06" in sas["cuts"]
     assert sas["test_probe"]["full_test"] is True and sas["test_subset"] is None
     page = (res.parent / "synthetic.md").read_text()
@@ -271,3 +272,12 @@ def test_a_variant_is_part_of_the_recipe_not_a_cut() -> None:
     assert any("LETTER" in n for n in letter.recipe.notes)
     with pytest.raises(KeyError, match="variant=nope: models/tiger.yaml has no such variant .it has: letter"):
         load_config("beauty", "tiger", ["variant=nope"])
+
+
+def test_max_time_seconds() -> None:
+    from grbench.benchmarks.callbacks import max_time_seconds
+
+    assert max_time_seconds("00:01:30:05") == 5405 and max_time_seconds("01:00:00:00") == 86400
+    assert max_time_seconds(None) is None and max_time_seconds(90) == 90.0
+    with pytest.raises(ValueError, match="DD:HH:MM:SS"):
+        max_time_seconds("1:30")
