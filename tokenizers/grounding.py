@@ -10,12 +10,14 @@ AliExpress logs (query, visual, knowledge, collaborative, semantic). Public Amaz
 
 The query, visual and knowledge views have no public counterpart and are not simulated. Pairs are unordered,
 deduplicated, never an item with itself, and capped per item (the most frequent first, ties by item id), so the
-result is deterministic.
+result is deterministic. ``ground_encoder`` fine-tunes the item text encoder on them (L_CL, Eq. 1-2) with the
+distillation from a trained SASRec's item table (L_KD, Eq. 3; ``sasrec_item_table``).
 """
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -83,3 +85,58 @@ def _cap(counts: Counter, max_per_item: int) -> np.ndarray:
             taken[a] += 1
             taken[b] += 1
     return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
+
+
+def sasrec_item_table(checkpoint: str | Path) -> np.ndarray:
+    """The item embedding table ``[num_items, d]`` of a SASRec checkpoint of this suite (a Lightning ``.ckpt`` from
+    its run folder, named by its result's ``best_val.checkpoint``; padding row 0 dropped): SIGMA's ID embeddings
+    for the distillation of Eq. 3. Loaded with ``weights_only=True``."""
+    import torch
+
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    weights = (state.get("state_dict") or state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or "item_emb.weight" not in weights:
+        raise ValueError(f"{checkpoint}: not a SASRec checkpoint of this suite (no item_emb.weight)")
+    return weights["item_emb.weight"][1:].float().numpy()
+
+
+def ground_encoder(encoder: Any, texts: Sequence[str], pairs: np.ndarray, id_embeddings: np.ndarray | None = None, *,
+                   steps: int = 200, batch_size: int = 64, lr: float = 2e-5, tau: float = 0.05, tau_id: float = 0.05,
+                   kd_weight: float = 1.0, seed: int = 0) -> list[dict[str, float]]:
+    """Fine-tune ``encoder`` (a ``TextEncoder``) in place on relevance ``pairs`` of ``texts`` (§2.1): each step
+    draws ``batch_size`` pairs, L = L_CL (Eq. 1-2, in-batch InfoNCE of each item with its partner) + ``kd_weight``
+    x L_KD (Eq. 3, KL(P_ID || P_text) of the anchors' in-batch similarities, when ``id_embeddings`` [N, e] are
+    given). Returns the per-step losses. Deterministic for a seed on CPU."""
+    import torch
+
+    from grbench.lightning_modules.sigma_losses import id_distillation, pair_infonce
+
+    if len(pairs) < 2:
+        raise ValueError(f"SIGMA grounding: need at least 2 relevance pairs, got {len(pairs)}")
+    if id_embeddings is not None and len(id_embeddings) != len(texts):
+        raise ValueError(f"SIGMA grounding: {len(id_embeddings)} ID embeddings for {len(texts)} items")
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in encoder.model.parameters() if p.requires_grad]
+    if encoder.dense is not None:
+        params += list(encoder.dense.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    ids = torch.from_numpy(np.asarray(id_embeddings, dtype=np.float32)) if id_embeddings is not None else None
+    pairs_t = torch.as_tensor(pairs, dtype=torch.long)
+    encoder.model.train()
+    history = []
+    try:
+        for _ in range(steps):
+            pick = pairs_t[torch.randperm(len(pairs_t), generator=gen)[: min(batch_size, len(pairs_t))]]
+            a, b = pick[:, 0], pick[:, 1]
+            emb = encoder.embed([texts[i] for i in torch.cat([a, b]).tolist()])
+            ea, eb = emb[: len(a)], emb[len(a):]
+            cl = pair_infonce(ea, eb, tau)
+            kd = id_distillation(ea, ids[a], tau, tau_id) if ids is not None else torch.zeros((), device=cl.device)
+            loss = cl + kd_weight * kd
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append({"loss": float(loss.detach()), "cl": float(cl.detach()), "kd": float(kd.detach())})
+    finally:
+        encoder.model.eval()
+    return history

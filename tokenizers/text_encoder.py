@@ -283,6 +283,19 @@ class TextEncoder:
             return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
 
+    def embed(self, texts: Sequence[str]) -> Any:
+        """Embeddings of ``texts`` as a tensor ``[len(texts), dim]`` on the encoder's device, with gradients (the
+        same tokenisation, pooling, Dense and Normalize as ``encode``): for fine-tuning (``grounding.py``)."""
+        import torch
+
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in self._inputs}
+        emb = self._pool(self.model(**enc).last_hidden_state.float(), enc["attention_mask"])
+        if self.dense is not None:
+            emb = self.dense(emb)
+        return torch.nn.functional.normalize(emb, p=2, dim=1) if self.normalize else emb
+
     def encode(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
         """Embeddings ``[len(texts), dim]`` float32, in the order of ``texts``."""
         import torch
