@@ -68,18 +68,19 @@ def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str
 
 
 def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Mapping[str, Sequence[str]],
-             log_dir: Path, console: Console | None = None, heavy: Sequence[str] = (), max_heavy: int = 1
-             ) -> dict[str, int]:
+             log_dir: Path, console: Console | None = None, heavy: Sequence[str] = (), max_heavy: int = 1,
+             slow: Sequence[str] = ()) -> dict[str, int]:
     """Run every model's budget run as a subprocess with its ``overrides[model]``, ``jobs`` at a time, at most
     ``max_heavy`` of ``heavy`` (the LLM models) together; returns each model's exit code. Each process's output goes
-    to ``log_dir/<model>.log``. The LLM runs start first: they are the longest (slow decoding of the test probe)."""
+    to ``log_dir/<model>.log``. The longest runs start first (fewest idle cores at the end): the LLM runs (slow
+    decoding of the test probe), those of them that beam-search (``slow``) before the others, then the rest."""
     console = console or Console()
     if jobs < 1:
         raise ValueError(f"--jobs: at least 1, got {jobs}")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRBENCH_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONUNBUFFERED": "1"}
-    pending = sorted(models, key=lambda m: m not in heavy)      # the long lane of LLM runs starts first
+    pending = sorted(models, key=lambda m: (m not in heavy, m not in slow))      # longest first (stable otherwise)
     running: dict[str, tuple[subprocess.Popen, object, float]] = {}
     codes: dict[str, int] = {}
     start = time.monotonic()

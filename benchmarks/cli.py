@@ -165,7 +165,7 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     from grbench.datamodules.paths import default_cache_dir
     from grbench.datamodules.prepare import prepare_dataset
 
-    from .budget import budget_overrides, run_jobs
+    from .budget import PROBE_USERS, VAL_USERS, budget_overrides, run_jobs
     from .publish import PublishError, result_path
     from .config import load_config
     from .leaderboard import write_leaderboards
@@ -190,11 +190,15 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = (cache or default_cache_dir()) / "runs" / args.dataset / f"budget{args.budget:g}min-{stamp}"
     console.rule(f"[bold]equal budget[/bold]: {len(models)} models on {args.dataset}, {args.budget:g} min of training "
-                 f"each, {args.jobs} at a time, 1 thread each (estimated wall time about "
-                 f"{-(-len(models) // args.jobs) * args.budget:g} min plus data, tokenizers and tests)")
+                 f"each, {args.jobs} at a time, 1 thread each")
+    console.print(f"wall time: at least {-(-len(models) // args.jobs) * args.budget:g} min of training, plus data, "
+                  "tokenizers, validation and tests; an LLM model decodes about 1-3 users/s on one thread, so its "
+                  f"{VAL_USERS}-user validation and {PROBE_USERS}-user test probe add 15-35 min (estimated for "
+                  "Beauty, all 7 models at 30 min each: about 2 h 10 min on 2 cores)")
     flags = ["--publish"] + (["--replace"] if args.replace else [])     # checked above, for every model at once
+    slow = [m for m, c in cfgs.items() if c.eval.get("beam_size")]      # beam search decodes slowest
     codes = run_jobs(args.dataset, models, args.budget, args.jobs, {m: flags + overrides[m] for m in models}, log_dir,
-                     console, heavy, max_heavy=args.llm_jobs)
+                     console, heavy, max_heavy=args.llm_jobs, slow=slow)
     summary = Table(title=f"grbench bench --budget {args.budget:g}: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "stopped by", "test users", "result"):
         summary.add_column(col)
