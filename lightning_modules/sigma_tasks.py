@@ -16,22 +16,18 @@ The paper's Season and Holiday tasks need dates and events this data does not ca
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import numpy as np
 
+from grbench.tokenizers.grounding import content_terms
+
 TASKS = ("justforyou", "category", "query", "longtail", "discover")
-_STOP = frozenset("a an and for in of on or the to with by from at as is are this that new set pack pcs".split())
 
 
 def query_terms(title: str, k: int = 3) -> list[str]:
-    """The first ``k`` distinct content terms of a title (lower case, 3+ letters, no stopwords), in title order."""
-    out: list[str] = []
-    for term in re.findall(r"[a-z0-9]+", str(title).lower()):
-        if len(term) > 2 and term not in _STOP and term not in out:
-            out.append(term)
-    return out[:k]
+    """The first ``k`` distinct content terms of a title, in title order (``grounding.content_terms``)."""
+    return content_terms(title)[:k]
 
 
 def longtail_items(sequences: Sequence[Sequence[int]], num_items: int, share: float = 0.2) -> np.ndarray:

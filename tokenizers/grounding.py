@@ -36,8 +36,14 @@ def collaborative_pairs(sequences: Sequence[Sequence[int]], max_per_item: int = 
     return _cap(counts, max_per_item)
 
 
-def _terms(text: str) -> set[str]:
-    return {t for t in re.findall(r"[a-z0-9]+", text.lower()) if len(t) > 2 and t not in STOPWORDS}
+def content_terms(text: str) -> list[str]:
+    """The distinct content terms of a text in order of appearance: lower case, 3+ letters or digits, no stopwords
+    (also SIGMA's Query task's instruction terms, ``sigma_tasks.query_terms``)."""
+    out: list[str] = []
+    for term in re.findall(r"[a-z0-9]+", str(text).lower()):
+        if len(term) > 2 and term not in STOPWORDS and term not in out:
+            out.append(term)
+    return out
 
 
 def semantic_pairs(items: dict[str, Any], num_items: int, min_shared: int = 2, max_per_item: int = 20,
@@ -64,7 +70,7 @@ def semantic_pairs(items: dict[str, Any], num_items: int, min_shared: int = 2, m
     titles = items.get("title") or []
     index: dict[str, list[int]] = defaultdict(list)
     for i, title in enumerate(titles[:num_items]):
-        for term in _terms(str(title)):
+        for term in content_terms(title):
             index[term].append(i)
     shared: Counter[tuple[int, int]] = Counter()
     for members in index.values():

@@ -300,22 +300,13 @@ class TextEncoder:
         """Embeddings ``[len(texts), dim]`` float32, in the order of ``texts``."""
         import torch
 
-        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # stable: deterministic batches
         batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         with torch.inference_mode(), _progress(progress, len(texts), "embedding item texts") as advance:
             for idx in batches:
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                enc = {k: v.to(self.device) for k, v in enc.items() if k in self._inputs}
-                hidden = self.model(**enc).last_hidden_state
-                emb = self._pool(hidden.float(), enc["attention_mask"])
-                if self.dense is not None:
-                    emb = self.dense(emb)
-                if self.normalize:
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                out[idx] = emb.cpu().numpy()
+                out[idx] = self.embed([texts[i] for i in idx]).cpu().numpy()
                 advance(len(idx))
         return out
 

@@ -79,14 +79,6 @@ def load_runs(dataset: str, path: Path = RUNS_FILE) -> list[Run]:
     return runs
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
@@ -180,6 +172,7 @@ def build_bundle(out: Path, dataset: str, data_dir: Path | None = None, cache_di
     from grbench.benchmarks.config import load_config
     from grbench.benchmarks.provenance import git_info, package_versions
     from grbench.benchmarks.run import build_datamodule
+    from grbench.datamodules.dataset import sha256_file
     from grbench.datamodules.paths import default_cache_dir, default_data_dir
     from grbench.tokenizers.build import LEARNED, build_sid_table, table_cache_path
 
@@ -230,7 +223,7 @@ def build_bundle(out: Path, dataset: str, data_dir: Path | None = None, cache_di
             "runs": [{"model": r.model, "name": r.name, "overrides": r.overrides, "sid_table": tables.get(r.name)}
                      for r in runs],
             "wheels": [w.name for w in wheels], "data": copied,
-            "files": [{"path": p.relative_to(staging).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            "files": [{"path": p.relative_to(staging).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
                       for p in files],
             "git": git_info(REPO_ROOT), "built_with": {"python": sys.version.split()[0], **package_versions()},
         }

@@ -27,11 +27,6 @@ from rich.table import Table
 console = Console()
 
 
-def _clock(seconds: float) -> str:
-    s = max(int(seconds), 1)
-    return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def share_s(left_s: float, runs_left: int, reserve_s: float) -> float:
     """Training seconds for the next run: what is left, less a test reserve for each remaining run, split evenly."""
     return max((left_s - reserve_s * runs_left) / max(runs_left, 1), 0.0)
@@ -45,6 +40,7 @@ def _echo(proc: subprocess.Popen, log: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from grbench.benchmarks.budget import max_time
     from grbench.benchmarks.gpu.bundle import load_runs
 
     p = argparse.ArgumentParser(prog="paper_track", description=__doc__,
@@ -87,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", dataset, "--model", run.model,
                "--publish", "--replace", "--no-leaderboard", f"result_name={run.name}",
                f"paths.results_dir={args.out}", f"paths.cache_dir={cache}", f"paths.runs_dir={args.work / 'runs'}",
-               f"trainer.max_time={_clock(train)}", "trainer.progress=false", *run.overrides, *args.overrides]
+               f"trainer.max_time={max_time(train / 60)}", "trainer.progress=false", *run.overrides, *args.overrides]
         if data_dir.is_dir():
             cmd.append(f"paths.data_dir={data_dir}")
         console.rule(f"[bold]{run.name}[/bold] ({run.model}): training capped at {train / 60:.1f} min, "
