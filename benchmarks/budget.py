@@ -9,8 +9,12 @@ are not rescaled to the budget: a recipe's schedule runs as written until the ca
 Every model validates on the same fixed subset of ``VAL_USERS`` validation users (a labelled cut: full-catalogue
 beam search on every validation user would eat an LLM's budget and then some, since Lightning finishes a validation
 pass it has started). The LLM models (``heavy``) run each batch as accumulated micro-batches of ``HEAVY_MICRO_BATCH``
-and decode ``HEAVY_EVAL_BATCH`` users at a time, the same optimizer steps in a fraction of the memory, so two of them
-fit beside each other in 24 GB (``max_heavy``). Every model is then tested on a fixed subset of ``PROBE_USERS`` users; one that decoded at least
+and decode ``HEAVY_EVAL_BATCH`` users at a time: the same optimizer steps in a fraction of the memory. Even so LC-Rec
+and TS-Rec peak at about 16 GiB each while training on Beauty (measured 2026-12-01; SimGR 5 GiB; the first
+full run lost TS-Rec to the kernel's OOM killer beside LC-Rec), so a model declares its peak in ``budget.memory_gb``
+and a job starts only when the estimates of the running ones plus its own fit in 90% of the machine's memory
+(``next_job``), besides at most ``max_heavy`` LLM runs at once. Every model is then tested on a fixed subset of
+``PROBE_USERS`` users; one that decoded at least
 ``MIN_USERS_PER_S`` users per second there goes on to every test user, a slower one keeps the subset result,
 labelled on the page. Each result records ``budget: {minutes, threads}`` and lands as
 ``<model>_budget<minutes>min.json``; the leaderboard puts rows of one budget in one table.
@@ -61,17 +65,38 @@ def budget_overrides(model: str, minutes: float, overrides: Sequence[str] = (), 
     return out + list(overrides)
 
 
-def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str], max_heavy: int = 1) -> str | None:
-    """The first pending model that may start now: never more than ``max_heavy`` heavy (LLM) models at once."""
+def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str], max_heavy: int = 1,
+             memory_gb: Mapping[str, float] | None = None, limit_gb: float | None = None) -> str | None:
+    """The first pending model that may start now: never more than ``max_heavy`` heavy (LLM) models at once, and,
+    given each model's peak-memory estimate ``memory_gb`` and the machine's ``limit_gb``, never more than fits (a
+    model starts alone whatever its estimate)."""
     full = sum(m in heavy for m in running) >= max_heavy
-    return next((m for m in pending if not (full and m in heavy)), None)
+    used = sum((memory_gb or {}).get(m, 0.0) for m in running)
+
+    def fits(m: str) -> bool:
+        return limit_gb is None or not running or used + (memory_gb or {}).get(m, 0.0) <= limit_gb
+
+    return next((m for m in pending if not (full and m in heavy) and fits(m)), None)
+
+
+def memory_limit_gb(share: float = 0.9) -> float | None:
+    """``share`` of the machine's memory in GiB (``MemTotal`` of /proc/meminfo), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return share * int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        return None
+    return None
 
 
 def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Mapping[str, Sequence[str]],
              log_dir: Path, console: Console | None = None, heavy: Sequence[str] = (), max_heavy: int = 1,
-             slow: Sequence[str] = ()) -> dict[str, int]:
+             slow: Sequence[str] = (), memory_gb: Mapping[str, float] | None = None,
+             limit_gb: float | None = None) -> dict[str, int]:
     """Run every model's budget run as a subprocess with its ``overrides[model]``, ``jobs`` at a time, at most
-    ``max_heavy`` of ``heavy`` (the LLM models) together; returns each model's exit code. Each process's output goes
+    ``max_heavy`` of ``heavy`` (the LLM models) together and no more than their ``memory_gb`` estimates allow in
+    ``limit_gb`` (``next_job``); returns each model's exit code. Each process's output goes
     to ``log_dir/<model>.log``. The longest runs start first (fewest idle cores at the end): the LLM runs (slow
     decoding of the test probe), those of them that beam-search (``slow``) before the others, then the rest."""
     console = console or Console()
@@ -86,8 +111,8 @@ def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, ove
     start = time.monotonic()
     while pending or running:
         while pending and len(running) < jobs:
-            model = next_job(pending, running, heavy, max_heavy)
-            if model is None:           # only LLM runs left and max_heavy of them running: wait
+            model = next_job(pending, running, heavy, max_heavy, memory_gb, limit_gb)
+            if model is None:           # only LLM runs left and max_heavy of them running, or no memory: wait
                 break
             pending.remove(model)
             log = (log_dir / f"{model}.log").open("w", encoding="utf-8")

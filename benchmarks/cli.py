@@ -165,7 +165,7 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     from grbench.datamodules.paths import default_cache_dir
     from grbench.datamodules.prepare import prepare_dataset
 
-    from .budget import PROBE_USERS, VAL_USERS, budget_overrides, run_jobs
+    from .budget import PROBE_USERS, VAL_USERS, budget_overrides, memory_limit_gb, run_jobs
     from .publish import PublishError, result_path
     from .config import load_config
     from .leaderboard import write_leaderboards
@@ -197,8 +197,13 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
                   "Beauty, all 7 models at 30 min each: about 2 h 10 min on 2 cores)")
     flags = ["--publish"] + (["--replace"] if args.replace else [])     # checked above, for every model at once
     slow = [m for m, c in cfgs.items() if c.eval.get("beam_size")]      # beam search decodes slowest
+    memory = {m: float(c.budget.memory_gb) for m, c in cfgs.items()}
+    limit = memory_limit_gb()
+    if limit is not None:
+        console.print(f"memory: jobs start while their peak estimates (budget.memory_gb) fit in {limit:.0f} GB: "
+                      + ", ".join(f"{m} {g:g}" for m, g in memory.items()))
     codes = run_jobs(args.dataset, models, args.budget, args.jobs, {m: flags + overrides[m] for m in models}, log_dir,
-                     console, heavy, max_heavy=args.llm_jobs, slow=slow)
+                     console, heavy, max_heavy=args.llm_jobs, slow=slow, memory_gb=memory, limit_gb=limit)
     summary = Table(title=f"grbench bench --budget {args.budget:g}: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "stopped by", "test users", "result"):
         summary.add_column(col)
@@ -274,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "own process, then is tested (all users when it decodes >= 20 users/s on a 2,000-user probe)")
     b.add_argument("--jobs", type=int, default=2, help="with --budget: models run at a time (default 2: one per core "
                    "of a 2-core machine)")
-    b.add_argument("--llm-jobs", type=int, default=2, help="with --budget: LLM models run at a time (default 2: "
-                   "with micro-batches of 8, two SmolLM2 runs fit in 24 GB; 1 on a smaller machine)")
+    b.add_argument("--llm-jobs", type=int, default=2, help="with --budget: LLM models run at a time (default 2); "
+                   "jobs also wait until their budget.memory_gb estimates fit in 90%% of the machine's memory")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     b.set_defaults(func=_cmd_bench)
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from grbench.datamodules.atomic import atomic_file
 
 from .published import PUBLISHED_FILE, load_published  # noqa: F401  (re-exported: grbench leaderboard's API)
+from .task_results import render_task_results
 
 log = logging.getLogger(__name__)
 
@@ -502,6 +503,7 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
     if model_notes:
         parts += ["Model notes (from each result's `model_info`):", ""]
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
+    parts += render_task_results(sort_records(records), lambda r: _cell(_model_label(r)))
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["## Learning curves", ""]

@@ -184,6 +184,7 @@ RULES: tuple[Rule, ...] = (
     Rule("runtime.threads", integer(1, null=True), 1),
     Rule("runtime.wait_policy", choice(("passive", "active"), null=True, any_case=True), "passive"),
     Rule("budget.minutes", number(gt=0, null=True), 30),
+    Rule("budget.memory_gb", number(gt=0), 16),
     Rule("result_name", RESULT_NAME, "sasrec_lr0p002"),
 )
 

@@ -38,11 +38,13 @@ class Stepper(Protocol):
 @dataclass
 class BeamResult:
     """``items`` [U, B] item ids best first (-1: fewer than B valid SIDs), ``scores`` [U, B] summed log-probs,
-    ``codes`` [U, B, L] the decoded codes."""
+    ``codes`` [U, B, L] the decoded codes, ``parents`` [U, B] the beam each final beam extends at the last level
+    (None for one level): the stepper's cache is still in that order (SIGMA decodes on from it)."""
 
     items: torch.Tensor
     scores: torch.Tensor
     codes: torch.Tensor
+    parents: torch.Tensor | None = None
 
 
 @torch.inference_mode()
@@ -62,7 +64,7 @@ def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam
         pad = beam_size - scores.shape[1]
         scores = F.pad(scores, (0, pad), value=float("-inf"))
         code, state = F.pad(code, (0, pad)), F.pad(state, (0, pad), value=-1)
-    codes = [code]
+    codes, beam = [code], None
     if c.levels > 1:
         stepper.expand(beam_size)
     base = (torch.arange(users, device=device) * beam_size).unsqueeze(1)
@@ -79,7 +81,7 @@ def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam
         if lvl + 1 < c.levels:
             stepper.reorder((base + beam).reshape(-1))
     items = c.items(state)
-    return BeamResult(items, scores, torch.stack(codes, dim=2))
+    return BeamResult(items, scores, torch.stack(codes, dim=2), beam)
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -120,22 +122,40 @@ class Seq2SeqStepper:
 
 
 class CausalLMStepper:
-    """Decoder-only LM: one pass over the left-padded prompt, then one token per step with a ``DynamicCache``."""
+    """Decoder-only LM: one pass over the left-padded prompt, then one token per step with a ``DynamicCache``.
+    The prompt is ``input_ids`` or, for models that put vectors into the prompt (SIGMA's item slots),
+    ``inputs_embeds`` [U, S, H]. ``hidden(tokens)`` feeds further tokens and returns the last layer's state."""
 
-    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        self.model, self.input_ids, self.mask = model, input_ids, attention_mask
+    def __init__(self, model: Any, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                 inputs_embeds: torch.Tensor | None = None) -> None:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("CausalLMStepper needs exactly one of input_ids and inputs_embeds")
+        self.model, self.input_ids, self.inputs_embeds, self.mask = model, input_ids, inputs_embeds, attention_mask
         self.cache = DynamicCache()
         self.position = attention_mask.long().sum(1) - 1             # position of each prompt's last token
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True)
+    def _run(self, positions: torch.Tensor, hidden: bool = False, **inputs: torch.Tensor) -> Any:
+        out = self.model(**inputs, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
+                         use_cache=True, output_hidden_states=hidden)
         self.cache = out.past_key_values
-        return _log_softmax(out.logits[:, -1])
+        return out
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return _log_softmax(self._run(positions, input_ids=ids).logits[:, -1])
 
     def start(self) -> torch.Tensor:
         positions = (self.mask.long().cumsum(1) - 1).clamp(min=0)
+        if self.inputs_embeds is not None:
+            return _log_softmax(self._run(positions, inputs_embeds=self.inputs_embeds).logits[:, -1])
         return self._forward(self.input_ids, positions)
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed ``tokens`` [R, t] after the cached ones; the last layer's hidden state at the last of them [R, H]."""
+        t = tokens.shape[1]
+        self.mask = F.pad(self.mask, (0, t), value=1)
+        positions = self.position[:, None] + torch.arange(1, t + 1, device=tokens.device)
+        self.position = self.position + t
+        return self._run(positions, hidden=True, input_ids=tokens).hidden_states[-1][:, -1]
 
     def expand(self, beams: int) -> None:
         self.cache.batch_repeat_interleave(beams)

@@ -118,17 +118,9 @@ class LLMRecommender(SemanticIDRecommender):
 
     def build_network(self) -> None:
         """Backbone, SID tokens (+ subclass initialisation), LoRA."""
-        texts = None
-        if self.backbone_cfg.get("tokenizer") == "words":       # vocabulary: the prompt set and the item texts
-            texts = [self.prompt_set.format] + [t.instruction for task in self.prompt_set.tasks.values()
-                                                for t in task.templates] + self.titles + self.descriptions
+        texts = self.vocabulary_texts() if self.backbone_cfg.get("tokenizer") == "words" else None
         model, self.tok = build_backbone(self.backbone_cfg, self.cache_dir, self.seed, texts)
-        self.level_ids = add_sid_tokens(self.tok, model, self.table)
-        probe = self.tok(self.sid_strings[0], add_special_tokens=False)["input_ids"]
-        expected = [self.level_ids[lvl][c] for lvl, c in enumerate(self.table.codes[0].tolist())]
-        if probe != expected:
-            raise ValueError(f"the tokenizer splits {self.sid_strings[0]!r} into {probe}, expected one token per level "
-                             f"{expected}")
+        self.level_ids = self.add_model_tokens(model)
         self.init_sid_embeddings(model)
         if self.lora_cfg is not None:
             model = apply_lora(model, self.lora_cfg)
@@ -143,6 +135,21 @@ class LLMRecommender(SemanticIDRecommender):
             f"backbone {what} ({counts['parameters'] / 1e6:.2f}M parameters, vocabulary {len(self.tok):,}), "
             f"{'LoRA r=' + str(self.lora_cfg.get('rank', 8)) if self.lora_cfg else 'full fine-tuning'}, "
             f"prompts {self.prompt_set.path.stem}")
+
+    def vocabulary_texts(self) -> list[str]:
+        """The texts a word-level vocabulary (``backbone.tokenizer: words``) is built from: prompts and item texts."""
+        return [self.prompt_set.format] + [t.instruction for task in self.prompt_set.tasks.values()
+                                           for t in task.templates] + self.titles + self.descriptions
+
+    def add_model_tokens(self, model: Any) -> list[list[int]]:
+        """Add the SID tokens to the tokenizer and the model; returns each level's token ids in code order."""
+        level_ids = add_sid_tokens(self.tok, model, self.table)
+        probe = self.tok(self.sid_strings[0], add_special_tokens=False)["input_ids"]
+        expected = [level_ids[lvl][c] for lvl, c in enumerate(self.table.codes[0].tolist())]
+        if probe != expected:
+            raise ValueError(f"the tokenizer splits {self.sid_strings[0]!r} into {probe}, expected one token per level "
+                             f"{expected}")
+        return level_ids
 
     def init_sid_embeddings(self, model: Any) -> None:
         """Hook: initialise the new SID-token rows (default: the backbone's resize initialisation)."""

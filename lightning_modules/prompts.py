@@ -28,6 +28,8 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "histtitles2index": (frozenset({"history_titles"}), frozenset({"item"})),
     "desc2token": (frozenset({"token_description", "token_keywords"}), frozenset({"token"})),   # TS-Rec TS-Align
     "token2desc": (frozenset({"token"}), frozenset({"token_description", "token_keywords"})),   # TS-Rec TS-Align
+    "category_rec": (frozenset({"history", "category"}), frozenset({"item"})),    # SIGMA's Category task
+    "query_rec": (frozenset({"history", "query"}), frozenset({"item"})),          # SIGMA's Query task
 }
 
 

@@ -9,7 +9,7 @@ import pkgutil
 from .base import GenerativeRecommender
 
 _NOT_MODELS = {"base", "beam_search", "evaluator", "llm_backbone", "llm_recommender", "prompts", "registry",
-               "token_semantics"}
+               "token_semantics", "sigma_decoding", "sigma_embeddings", "sigma_items", "sigma_losses", "sigma_tasks"}
 
 
 def get_model_class(name: str) -> type[GenerativeRecommender]:

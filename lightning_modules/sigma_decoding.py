@@ -42,6 +42,10 @@ class Groups:
         offsets[1:] = torch.cumsum(counts, 0)
         return cls(offsets, order)
 
+    def to(self, device: torch.device | str) -> "Groups":
+        return self if self.items.device == torch.device(device) else Groups(self.offsets.to(device),
+                                                                              self.items.to(device))
+
     def padded(self, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(items [..., S], mask [..., S])`` of the groups ``group_ids`` (any shape; -1 = no group), padded with -1
         to the largest of them."""
@@ -50,7 +54,7 @@ class Groups:
         starts = torch.where(valid, self.offsets[flat.clamp(min=0)], torch.zeros_like(flat))
         sizes = torch.where(valid, self.offsets[flat.clamp(min=0) + 1] - starts, torch.zeros_like(flat))
         width = int(sizes.max()) if len(sizes) else 0
-        pos = torch.arange(max(width, 1))
+        pos = torch.arange(max(width, 1), device=flat.device)
         mask = pos[None, :] < sizes[:, None]
         idx = (starts[:, None] + pos[None, :]).clamp(max=max(len(self.items) - 1, 0))
         items = torch.where(mask, self.items[idx], torch.full_like(idx, -1))
@@ -67,16 +71,18 @@ def beam_std(beam_logp: torch.Tensor, valid: torch.Tensor | None = None) -> torc
 
 
 def apf_log_probs(beam_logp: torch.Tensor, cos: torch.Tensor, mask: torch.Tensor, tau: float,
-                  adaptive: bool = True, valid: torch.Tensor | None = None) -> torch.Tensor:
+                  adaptive: bool = True, valid: torch.Tensor | None = None, sigma_floor: float = 0.0) -> torch.Tensor:
     """log P(v | T) of Eq. 10-11 for every (prefix, item-in-group) slot.
 
     ``beam_logp`` [U, K]: log P(c^k | T); ``cos`` [U, K, S]: cos(h_k, v~) of the items of each prefix's group,
     ``mask`` [U, K, S] which slots hold an item; ``valid`` [U, K] which beams exist. Returns [U, K, S], -inf on
-    empty slots. ``adaptive=False``: the temperature is tau alone (no sigma)."""
+    empty slots. ``adaptive=False``: the temperature is tau alone (no sigma). ``sigma_floor`` bounds sigma from
+    below: with one beam, or tied beams, sigma = 0 would make every item of a group tie and lose the cosine order."""
     if tau <= 0:
         raise ValueError(f"SIGMA: tau must be > 0, got {tau}")
     valid = torch.ones_like(beam_logp, dtype=torch.bool) if valid is None else valid
-    scale = (beam_std(beam_logp, valid) if adaptive else torch.ones(beam_logp.shape[0], device=beam_logp.device))
+    scale = (beam_std(beam_logp, valid).clamp(min=sigma_floor) if adaptive
+             else torch.ones(beam_logp.shape[0], device=beam_logp.device))
     logits = cos.float() * scale[:, None, None] / tau
     logits = logits.masked_fill(~mask, float("-inf"))
     within = torch.log_softmax(logits, dim=-1)                      # over the whole group (Eq. 11)
@@ -86,8 +92,8 @@ def apf_log_probs(beam_logp: torch.Tensor, cos: torch.Tensor, mask: torch.Tensor
 
 
 def three_step_rank(beam_logp: torch.Tensor, beam_groups: torch.Tensor, query_h: torch.Tensor, item_reps: torch.Tensor,
-                    groups: Groups, top_m: int, n: int, tau: float, apf: bool = True, adaptive: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    groups: Groups, top_m: int, n: int, tau: float, apf: bool = True, adaptive: bool = True,
+                    sigma_floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 2-3 of SIGMA's generation for a batch of users: ``(items [U, n], log-probs [U, n])``, best first, -1
     where fewer than ``n`` candidates exist.
 
@@ -96,12 +102,13 @@ def three_step_rank(beam_logp: torch.Tensor, beam_groups: torch.Tensor, query_h:
     the fused item representations. Each prefix keeps its ``top_m`` items by cosine (exact); candidates of all
     prefixes are ranked by APF (``apf=False``: only the first beam's items, by cosine)."""
     valid = beam_groups >= 0
+    groups = groups.to(beam_groups.device)
     items, mask = groups.padded(beam_groups)                                   # [U, K, S]
     reps = F.normalize(item_reps.float(), dim=-1)
     h = F.normalize(query_h.float(), dim=-1)
     cos = torch.einsum("ukd,uksd->uks", h, reps[items.clamp(min=0)])          # cos(h_k, v~) for each group item
     if apf:
-        score = apf_log_probs(beam_logp, cos, mask, tau, adaptive, valid)
+        score = apf_log_probs(beam_logp, cos, mask, tau, adaptive, valid, sigma_floor)
     else:               # the "no APF" ablation: the first (best) prefix's items by cosine, nothing else
         first = torch.zeros_like(mask)
         first[:, 0] = True

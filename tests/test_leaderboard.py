@@ -282,3 +282,20 @@ def test_model_notes_from_tokenizer_report_and_model_note(tmp_path: Path) -> Non
         "- alpha: SIDs rq_vae (256 + 256 + 256 + 7 codes, collisions extra_level): raw collision rate 4.2%, "
         "level perplexity 180 / 150 / 120 / 2"]
     assert "- gamma:" not in page.split("Model notes")[1].split("---")[0]
+
+
+def test_per_task_rows_for_multi_task_results(tmp_path: Path) -> None:
+    tasks = {"justforyou": {"users": 100, "hr@10": 0.5, "ndcg@10": 0.3, "hr@20": 0.6, "ndcg@20": 0.33,
+                            "sid_hr@10": 0.55, "sid_hr@20": 0.65},
+             "longtail": {"users": 20, "hr@10": 0.1, "ndcg@10": 0.05, "sid_hr@10": 0.15}}
+    records = _fixture_records()
+    records[0]["model_info"] = {"tasks": tasks}
+    page = lb.render_dataset(DATASET, lb.load_results(_write_results(tmp_path, records), DATASET), models=[])
+    assert "## Per-task results" in page
+    section = page.split("## Per-task results")[1]
+    header, rows = _table(section)
+    assert header[:5] == ["result", "task", "users", "HR@10", "NDCG@10"] and header[-2:] == ["SID-level HR@10",
+                                                                                            "SID-level HR@20"]
+    assert [r[:3] for r in rows] == [["alpha", "justforyou", "100"], ["alpha", "longtail", "20"]]
+    assert rows[1][3:5] == ["0.1000", "0.0500"] and rows[1][-1] == "—"        # no @20 figures: a dash
+    assert "## Per-task results" not in _render(tmp_path / "plain")          # nothing without per-task figures

@@ -315,3 +315,28 @@ def test_random_table_with_a_huge_code_space_is_distinct_and_seeded() -> None:
     assert a.codes.max() == 255 and a.codes.min() == 0
     small = random_table(16, 2, 4, seed=0)                 # a dense space (all 16 tuples): the other branch
     assert small.is_one_to_one() and small.codes.shape == (16, 2)
+
+
+def test_build_sid_table_from_an_embeddings_file(tmp_path: Path) -> None:
+    """``tokenizer.embeddings``: SIDs fitted on given item embeddings (SIGMA's grounded ones for its GR(SID) row)."""
+    from grbench.datamodules.prepare import prepare_dataset
+    from grbench.tokenizers.build import build_sid_table
+
+    data = prepare_dataset("synthetic")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16))
+    emb = (centres[np.arange(data.num_items) % 8] + 0.01 * rng.normal(size=(data.num_items, 16))).astype(np.float32)
+    path = tmp_path / "grounded.npy"
+    np.save(path, emb)
+    cfg = {"kind": "rq_kmeans", "collision": "extra_level", "params": {"levels": 2, "codebook_size": 16},
+           "embeddings": str(path)}
+    table, report = build_sid_table(data, cfg, tmp_path / "cache", seed=0)
+    assert table.num_items == data.num_items and table.is_one_to_one() and report["embeddings_file"] == str(path)
+    # the file's 8 tight clusters decide the first code: no first-level code mixes two clusters
+    cluster = np.arange(data.num_items) % 8
+    assert all(len(set(cluster[table.codes[:, 0] == c].tolist())) == 1 for c in np.unique(table.codes[:, 0]))
+    again, report = build_sid_table(data, cfg, tmp_path / "cache", seed=0)
+    assert report.get("table_cached") and np.array_equal(again.codes, table.codes)
+    np.save(path, emb[:10])                                  # another file: another cache key, and a clear error
+    with pytest.raises(ValueError, match="grounded.npy holds float32 \\(10, 16\\)"):
+        build_sid_table(data, cfg, tmp_path / "cache", seed=0)

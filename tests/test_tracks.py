@@ -233,6 +233,23 @@ def test_budget_jobs_never_run_two_llms_together() -> None:
     assert next_job(["tsrec", "pop"], ["lcrec", "simgr"], heavy + ["tsrec"], max_heavy=2) == "pop"
 
 
+def test_budget_jobs_wait_for_memory() -> None:
+    """The first Beauty run lost TS-Rec to the OOM killer beside LC-Rec (about 15 GB each on a 24 GB machine)."""
+    from grbench.benchmarks.config import load_config
+
+    heavy = ["lcrec", "tsrec", "simgr"]
+    memory = {m: float(load_config("beauty", m).budget.memory_gb) for m in ("lcrec", "tsrec", "simgr", "tiger")}
+    assert memory["lcrec"] >= 15 and memory["tsrec"] >= 15 and memory["tiger"] < 5
+    limit = 0.9 * 23.5                          # this machine: MemTotal 23.5 GiB
+    assert next_job(["tsrec", "simgr", "tiger"], ["lcrec"], heavy, 2, memory, limit) == "tiger"
+    assert next_job(["tsrec", "simgr", "tiger"], ["lcrec"], heavy, 2, memory, 32.0) == "simgr"   # a 36 GB machine
+    assert next_job(["tsrec", "tiger"], ["lcrec"], heavy, 2, memory, limit) == "tiger"
+    assert next_job(["tsrec"], ["lcrec"], heavy, 2, memory, limit) is None          # waits for LC-Rec to finish
+    assert next_job(["tsrec"], ["tiger"], heavy, 2, memory, limit) == "tsrec"
+    assert next_job(["tsrec"], [], heavy, 2, {"tsrec": 99.0}, limit) == "tsrec"     # alone it always starts
+    assert next_job(["tsrec"], ["lcrec"], heavy, 2, memory, None) == "tsrec"        # no limit known: counts only
+
+
 def test_budget_overrides_validate_a_subset_and_shrink_llm_memory() -> None:
     light = budget_overrides("tiger", 30)
     assert "eval.max_val_users=500" in light and not any("micro_batch_size" in o for o in light)

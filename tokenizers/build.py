@@ -8,6 +8,10 @@
   models can be compared on a fixed tokenization;
 - ``random``: uniformly random distinct code tuples, the "random ID" ablation of TIGER (Rajput et al. 2023, §4.3).
 
+``embeddings: <file.npy>`` (learned kinds) fits the tokenizer on given item embeddings ``[num_items, d]`` instead of
+the text encoder's, e.g. SIGMA's grounded ones (its result names the file), so that another model (SIGMA's GR(SID)
+baseline: LC-Rec) decodes into the same SIDs; the file's hash keys the table cache.
+
 ``collision: keep`` leaves shared SIDs as they are: for models that score items rather than decode SIDs into
 them (RPG's long unordered IDs), two items with one SID are simply tied. Returns the table and a report (codebook
 usage, per-level perplexity, collision rate) for the result record.
@@ -47,9 +51,32 @@ def table_cache_path(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, 
             "kind": str(cfg.get("kind", "rq_vae")), "params": dict(cfg.get("params") or {}),
             "collision": str(cfg.get("collision", "extra_level")), "encoder": dict(cfg.get("encoder") or {}),
             "seed": int(seed)}
+    if cfg.get("embeddings"):
+        meta["embeddings"] = _file_sha256(Path(str(cfg["embeddings"])).expanduser())
     key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:20]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(getattr(dataset, "name", "dataset"))) or "dataset"
     return Path(cache_dir) / "sid_tables" / f"{slug}-{key}.npz"
+
+
+def _file_sha256(path: Path) -> str:
+    from grbench.datamodules.dataset import sha256_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer.embeddings: {path} does not exist")
+    return sha256_file(path)
+
+
+def load_embeddings_file(path: str | Path, num_items: int) -> np.ndarray:
+    """``tokenizer.embeddings``: a ``.npy`` array ``[num_items, d]`` of finite floats (no pickles)."""
+    path = Path(path).expanduser()
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tokenizer.embeddings: {path} is not a readable .npy array ({e})") from e
+    if arr.ndim != 2 or len(arr) != num_items or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+        raise ValueError(f"tokenizer.embeddings: {path} holds {arr.dtype} {arr.shape}; expected finite floats "
+                         f"[{num_items}, d], one row per item")
+    return arr.astype(np.float32)
 
 
 def _load_table(path: Path, num_items: int) -> tuple[SIDTable, dict] | None:
@@ -134,7 +161,8 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
         hit = _load_table(cached_path, dataset.num_items) if cached_path is not None and cached_path.is_file() else None
         if hit is not None:
             return hit
-        embeddings = embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache"))
+        embeddings = (load_embeddings_file(cfg["embeddings"], dataset.num_items) if cfg.get("embeddings")
+                      else embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache")))
         if collision == "keep":
             from grbench.tokenizers.item_tokenizer import build_tokenizer
 
@@ -148,6 +176,8 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
     else:
         raise ValueError(f"tokenizer.kind: unknown {kind!r} (known: {', '.join(LEARNED + ('published', 'random'))})")
     report = {"kind": kind, "collision_rule": collision, **report}
+    if kind in LEARNED and cfg.get("embeddings"):
+        report["embeddings_file"] = str(cfg["embeddings"])
     target = table_cache_path(dataset, cfg, cache_dir, seed) if kind in LEARNED else None
     if target is not None:
         _save_table(target, table, report)
