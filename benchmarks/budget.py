@@ -10,7 +10,7 @@ Every model validates on the same fixed subset of ``VAL_USERS`` validation users
 beam search on every validation user would eat an LLM's budget and then some, since Lightning finishes a validation
 pass it has started). The LLM models (``heavy``) run each batch as accumulated micro-batches of ``HEAVY_MICRO_BATCH``
 and decode ``HEAVY_EVAL_BATCH`` users at a time: the same optimizer steps in a fraction of the memory. Even so LC-Rec
-and TS-Rec peak at about 16 GiB each while training on Beauty (measured 2026-12-01; SimGR 5 GiB; the first
+and TS-Rec peak at about 16 GiB each while training on Beauty (measured 2026-12-01; SimGR and TIGER 5; the first
 full run lost TS-Rec to the kernel's OOM killer beside LC-Rec), so a model declares its peak in ``budget.memory_gb``
 and a job starts only when the estimates of the running ones plus its own fit in 90% of the machine's memory
 (``next_job``), besides at most ``max_heavy`` LLM runs at once. Every model is then tested on a fixed subset of
