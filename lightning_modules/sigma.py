@@ -57,7 +57,8 @@ from .sigma_tasks import TASKS, longtail_items, query_terms, task_users
 ITEM, QUERY = "<item>", "<q>"
 DEFAULT_GROUNDING = {"enabled": True, "steps": 300, "batch_size": 64, "lr": 2e-5, "tau": 0.05, "kd_weight": 1.0,
                      "semantic": True, "max_pairs_per_item": 20}
-DEFAULT_ITEM_EMBEDDINGS = {"pretrained": True, "widths": [64, 128], "id": {"checkpoint": None, "sasrec_overrides": []}}
+DEFAULT_ITEM_EMBEDDINGS = {"pretrained": True, "text_view": True, "widths": [64, 128],
+                           "id": {"checkpoint": None, "sasrec_overrides": []}}
 DEFAULT_LOSS = {"tau": 0.05, "negatives": 31, "hard_negatives": True, "item_weight": 1.0}
 DEFAULT_DECODING = {"top_m": 20, "tau": 0.05, "apf": True, "adaptive": True, "sigma_floor": 0.05}
 DEFAULT_TOKENIZER = {"kind": "rq_vae", "collision": "keep", "params": {"levels": 4, "codebook_size": 256},
@@ -109,6 +110,8 @@ class SIGMA(LLMRecommender):
         """Item texts and task facts, the ID view (SASRec), grounded text embeddings, their SIDs, then the network."""
         from grbench.datamodules.paths import default_cache_dir
 
+        from grbench.tokenizers.build import LEARNED, build_sid_table
+
         from .sigma_embeddings import grounded_embeddings, id_embeddings, item_table
 
         self.cache_dir = Path(datamodule.cache_dir) if datamodule.cache_dir is not None else default_cache_dir()
@@ -117,12 +120,21 @@ class SIGMA(LLMRecommender):
         self.attach_task_facts(data)
         ids, id_info = id_embeddings(datamodule.dataset_name, data, dict(self.item_cfg["id"]), self.cache_dir,
                                      self.seed, {"cache_dir": datamodule.cache_dir, "data_dir": datamodule.data_dir})
-        teacher = ids if float(self.grounding_cfg.get("kd_weight", 1.0)) > 0 else None
-        text, ground_info = grounded_embeddings(data, self.grounding_cfg, dict(self.tokenizer_cfg.get("encoder") or {}),
-                                                teacher, self.cache_dir, self.seed)
-        table, report = item_table(data, text, self.tokenizer_cfg, self.cache_dir, self.seed)
-        report["embeddings"] = "grounded" if ground_info.get("grounding") else "text encoder (no grounding)"
-        self.views = [ids, text] if self.item_cfg.get("pretrained", True) else None
+        learned = str(self.tokenizer_cfg.get("kind", "rq_vae")) in LEARNED
+        text_view = bool(self.item_cfg.get("text_view", True))
+        text, ground_info = None, {"grounding": False, "why": "no text view and a given SID table"}
+        if learned or text_view:
+            teacher = ids if float(self.grounding_cfg.get("kd_weight", 1.0)) > 0 else None
+            text, ground_info = grounded_embeddings(data, self.grounding_cfg,
+                                                    dict(self.tokenizer_cfg.get("encoder") or {}), teacher,
+                                                    self.cache_dir, self.seed)
+        if learned:
+            table, report = item_table(data, text, self.tokenizer_cfg, self.cache_dir, self.seed)
+            report["embeddings"] = "grounded" if ground_info.get("grounding") else "text encoder (no grounding)"
+        else:                                   # a given table (e.g. a dataset's published index): no embeddings
+            table, report = build_sid_table(data, self.tokenizer_cfg, self.cache_dir, self.seed)
+        views = [ids] + ([text] if text_view else [])
+        self.views = views if self.item_cfg.get("pretrained", True) else None
         self.result_extras.update(tokenizer=report, id_embeddings=id_info, grounding=ground_info)
         torch.manual_seed(self.seed)           # the same state whether the SASRec and grounding came from the cache
         self.setup_table(table)
@@ -199,14 +211,15 @@ class SIGMA(LLMRecommender):
         super().build_network()
         hidden = int(self.llm.config.hidden_size)
         torch.manual_seed(self.seed)
-        self.item_emb = FusedItemEmbedding(hidden, self.views, tuple(self.item_cfg.get("widths", (64, 128))),
-                                           num_items=self.num_items)
+        widths = tuple(self.item_cfg.get("widths", (64, 128)))[: len(self.views or [])]
+        self.item_emb = FusedItemEmbedding(hidden, self.views, widths, num_items=self.num_items)
         if self.prefix_length:
             self.constraint = PrefixConstraint.from_table(self.table, self.level_ids)
             self.level_tokens = torch.as_tensor(self.level_ids[-1], dtype=torch.long)
         self.result_extras["item_embeddings"] = {
-            "pretrained": self.views is not None, "views": ["sasrec item ids", "grounded text"] if self.views else [],
-            "widths": list(self.item_cfg.get("widths", (64, 128))),
+            "pretrained": self.views is not None,
+            "views": ["sasrec item ids", "grounded text"][: len(self.views)] if self.views else [],
+            "widths": list(widths),
             "trainable": sum(p.numel() for p in self.item_emb.parameters())}
 
     # ---------------------------------------------------------------- prompts
