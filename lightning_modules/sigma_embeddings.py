@@ -148,9 +148,7 @@ def grounded_embeddings(data: Any, cfg: dict[str, Any], encoder_cfg: dict[str, A
 def item_table(data: Any, embeddings: np.ndarray, cfg: dict[str, Any], cache_dir: Path, seed: int) -> tuple[Any, dict]:
     """The SID table of the grounded ``embeddings`` under the ``tokenizer`` config (``kind``, ``params``); shared
     full SIDs are kept (``collision: keep``; ``reassign_last`` also works)."""
-    from grbench.tokenizers.build import _load_table, _save_table
-    from grbench.tokenizers.item_tokenizer import build_tokenizer, fit_sid_table, tokenization_report
-    from grbench.tokenizers.sid_table import SIDTable
+    from grbench.tokenizers.build import _load_table, _save_table, fit_table
 
     kind, params = str(cfg.get("kind", "rq_kmeans")), dict(cfg.get("params") or {})
     collision = str(cfg.get("collision", "keep"))
@@ -160,13 +158,7 @@ def item_table(data: Any, embeddings: np.ndarray, cfg: dict[str, Any], cache_dir
         hit = _load_table(path, data.num_items)
         if hit is not None:
             return hit
-    if collision == "keep":
-        tokenizer = build_tokenizer(kind, **params).fit(embeddings, seed=seed)
-        codes = tokenizer.encode(embeddings)
-        table = SIDTable(codes, tokenizer.codebook_sizes)
-        report = tokenization_report(codes, table)
-    else:
-        table, report = fit_sid_table(embeddings, kind, params, collision, seed, cache_dir / "tokenizers")
+    table, report = fit_table(embeddings, kind, params, collision, seed, cache_dir / "tokenizers")
     report = {"kind": kind, "collision_rule": collision, "embeddings": "grounded", **report}
     _save_table(path, table, report)
     return table, report

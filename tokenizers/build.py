@@ -124,9 +124,23 @@ def random_table(num_items: int, levels: int, codebook_size: int, seed: int) -> 
     return SIDTable(codes.astype(np.int64), (codebook_size,) * levels)
 
 
+def fit_table(embeddings: np.ndarray, kind: str, params: dict[str, Any], collision: str, seed: int,
+              tokenizer_cache: Path | None) -> tuple[SIDTable, dict]:
+    """A learned tokenizer's table of ``embeddings``: ``collision: keep`` leaves shared SIDs (fitted here), any other
+    rule goes through ``fit_sid_table`` (its tokenizer cached under ``tokenizer_cache``)."""
+    from grbench.tokenizers.item_tokenizer import build_tokenizer, fit_sid_table, tokenization_report
+
+    if collision != "keep":
+        return fit_sid_table(embeddings, kind, params, collision, seed, tokenizer_cache)
+    tokenizer = build_tokenizer(kind, **params).fit(embeddings, seed=seed)
+    codes = tokenizer.encode(embeddings)
+    table = SIDTable(codes, tokenizer.codebook_sizes)
+    return table, tokenization_report(codes, table)
+
+
 def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, seed: int) -> tuple[SIDTable, dict]:
     """The one-to-one SID table of ``dataset``'s items under the tokenizer config ``cfg`` (see module docstring)."""
-    from grbench.tokenizers.item_tokenizer import fit_sid_table, tokenization_report
+    from grbench.tokenizers.item_tokenizer import tokenization_report
 
     kind = str(cfg.get("kind", "rq_vae"))
     params = dict(cfg.get("params") or {})
@@ -163,16 +177,8 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
             return hit
         embeddings = (load_embeddings_file(cfg["embeddings"], dataset.num_items) if cfg.get("embeddings")
                       else embed_items(dataset, dict(cfg.get("encoder") or {}), Path(cache_dir or ".cache")))
-        if collision == "keep":
-            from grbench.tokenizers.item_tokenizer import build_tokenizer
-
-            tokenizer = build_tokenizer(kind, **params).fit(embeddings, seed=seed)
-            codes = tokenizer.encode(embeddings)
-            table = SIDTable(codes, tokenizer.codebook_sizes)
-            report = tokenization_report(codes, table)
-        else:
-            table, report = fit_sid_table(embeddings, kind, params, collision, seed,
-                                          Path(cache_dir) / "tokenizers" if cache_dir else None)
+        table, report = fit_table(embeddings, kind, params, collision, seed,
+                                  Path(cache_dir) / "tokenizers" if cache_dir else None)
     else:
         raise ValueError(f"tokenizer.kind: unknown {kind!r} (known: {', '.join(LEARNED + ('published', 'random'))})")
     report = {"kind": kind, "collision_rule": collision, **report}
