@@ -242,7 +242,7 @@ def test_budget_jobs_wait_for_memory() -> None:
     assert memory["lcrec"] >= 15 and memory["tsrec"] >= 15 and memory["tiger"] < 5
     limit = 0.9 * 23.5                          # this machine: MemTotal 23.5 GiB; LC-Rec and SimGR did fit (barely)
     assert next_job(["tsrec", "simgr", "tiger"], ["lcrec"], heavy, 2, memory, limit) == "simgr"
-    assert next_job(["tsrec", "simgr", "tiger"], ["lcrec"], heavy, 2, memory, 18.0) == "tiger"   # a smaller machine
+    assert next_job(["tsrec", "simgr", "tiger"], ["lcrec"], heavy, 2, memory, 21.0) == "tiger"   # 16.1 + 5.0 > 21 >= 16.1 + 4.7
     assert next_job(["tsrec", "tiger"], ["lcrec"], heavy, 2, memory, limit) == "tiger"
     assert next_job(["tsrec"], ["lcrec"], heavy, 2, memory, limit) is None          # waits for LC-Rec to finish
     assert next_job(["tsrec"], ["tiger"], heavy, 2, memory, limit) == "tsrec"
