@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from rich.console import Console
 
@@ -79,6 +79,20 @@ def next_job(pending: Sequence[str], running: Sequence[str], heavy: Sequence[str
     return next((m for m in pending if not (full and m in heavy) and fits(m)), None)
 
 
+def split_by_dependencies(pending: Sequence[str], models: Sequence[str], codes: Mapping[str, int],
+                          after: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[str]]:
+    """``(ready, failed)`` among ``pending``: ready when every model of this run it comes ``after`` has finished
+    with exit code 0 (``codes``), failed when one of them failed; the others wait."""
+    ready, failed = [], []
+    for m in pending:
+        deps = [d for d in after.get(m, {}) if d in models and d != m]
+        if any(codes.get(d, 0) != 0 for d in deps):
+            failed.append(m)
+        elif all(d in codes for d in deps):
+            ready.append(m)
+    return ready, failed
+
+
 def memory_limit_gb(share: float = 0.9) -> float | None:
     """``share`` of the machine's memory in GiB (``MemTotal`` of /proc/meminfo), or None where it cannot be read."""
     try:
@@ -93,12 +107,15 @@ def memory_limit_gb(share: float = 0.9) -> float | None:
 def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, overrides: Mapping[str, Sequence[str]],
              log_dir: Path, console: Console | None = None, heavy: Sequence[str] = (), max_heavy: int = 1,
              slow: Sequence[str] = (), memory_gb: Mapping[str, float] | None = None,
-             limit_gb: float | None = None) -> dict[str, int]:
+             limit_gb: float | None = None, after: Mapping[str, Mapping[str, str]] | None = None,
+             result_of: Callable[[str], str] | None = None) -> dict[str, int]:
     """Run every model's budget run as a subprocess with its ``overrides[model]``, ``jobs`` at a time, at most
     ``max_heavy`` of ``heavy`` (the LLM models) together and no more than their ``memory_gb`` estimates allow in
     ``limit_gb`` (``next_job``); returns each model's exit code. Each process's output goes
     to ``log_dir/<model>.log``. The longest runs start first (fewest idle cores at the end): the LLM runs (slow
-    decoding of the test probe), those of them that beam-search (``slow``) before the others, then the rest."""
+    decoding of the test probe), those of them that beam-search (``slow``) before the others, then the rest. A model
+    with ``after[model] = {other: key}`` starts once ``other`` has finished, with ``key=result_of(other)`` (the
+    result file it wrote) added to its overrides; when ``other`` failed, it does not run (exit code 1)."""
     console = console or Console()
     if jobs < 1:
         raise ValueError(f"--jobs: at least 1, got {jobs}")
@@ -110,14 +127,22 @@ def run_jobs(dataset: str, models: Sequence[str], minutes: float, jobs: int, ove
     codes: dict[str, int] = {}
     start = time.monotonic()
     while pending or running:
+        ready, failed = split_by_dependencies(pending, models, codes, after or {})
+        for model in failed:
+            pending.remove(model)
+            codes[model] = 1
+            console.print(f"{model} not run: a model whose result it uses failed")
         while pending and len(running) < jobs:
-            model = next_job(pending, running, heavy, max_heavy, memory_gb, limit_gb)
+            ready, _ = split_by_dependencies(pending, models, codes, after or {})
+            model = next_job(ready, running, heavy, max_heavy, memory_gb, limit_gb)
             if model is None:           # only LLM runs left and max_heavy of them running, or no memory: wait
                 break
             pending.remove(model)
             log = (log_dir / f"{model}.log").open("w", encoding="utf-8")
+            uses = [f"{key}={result_of(d) if result_of else d}" for d, key in (after or {}).get(model, {}).items()
+                    if d in models and d != model]
             cmd = [sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", dataset, "--model", model,
-                   "--no-leaderboard", *overrides[model]]
+                   "--no-leaderboard", *overrides[model], *uses]
             running[model] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
                               time.monotonic())
             console.print(f"[{(time.monotonic() - start) / 60:5.1f} min] started {model} ({minutes:g} min budget, "

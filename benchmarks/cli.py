@@ -91,7 +91,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .config import load_config, model_names, validate_model_list
+    from omegaconf import OmegaConf
+
+    from .config import load_config, model_names, run_order, validate_model_list
     from .leaderboard import write_leaderboards
     from .runtime import setup_runtime
 
@@ -100,6 +102,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.budget is not None:
         return _bench_budget(args, models)    # loads (so validates) every model's config up front
     cfgs = {m: load_config(args.dataset, m, args.overrides) for m in models}   # every model's settings, validated
+    models = run_order(models, cfgs)
     plans = {m: _publish_plan(args, cfgs[m]) for m in models}     # where each result goes, decided before any work
     setup_runtime(cfgs[models[0]].get("runtime"))  # threads and OpenMP wait policy: before .run imports torch
     from .run import run_benchmark
@@ -107,9 +110,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = Table(title=f"grbench bench: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
         summary.add_column(col)
-    results_dir, published = None, False
+    results_dir, published, wrote = None, False, {}
     for name in models:
         cfg = cfgs[name]
+        for other, key in (cfg.get("after") or {}).items():     # the result a model uses, written just above
+            if other in wrote:
+                OmegaConf.update(cfg, key, wrote[other])
+                console.print(f"{name}: {key}={wrote[other]} (the {other} run above)")
         results_dir = Path(cfg.paths.results_dir)
         console.rule(f"[bold]{name}[/bold] on {args.dataset}")
         publish, why = plans[name]
@@ -123,6 +130,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                         f"{rec['train_time_s']:.0f}", f"{rec['eval_users_per_s']:.0f}",
                         rec.get("_path") or f"{rec['_run_path']} (not published)")
         published = published or publish
+        wrote[name] = rec["_run_path"]
     console.print(summary)
     if published and not args.no_leaderboard and results_dir is not None:
         for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
@@ -204,8 +212,11 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     if limit is not None:
         console.print(f"memory: jobs start while their peak estimates (budget.memory_gb) fit in {limit:.0f} GB: "
                       + ", ".join(f"{m} {g:g}" for m, g in memory.items()))
+    after = {m: dict(c.get("after") or {}) for m, c in cfgs.items()}
     codes = run_jobs(args.dataset, models, args.budget, args.jobs, {m: flags + overrides[m] for m in models}, log_dir,
-                     console, heavy, max_heavy=args.llm_jobs, slow=slow, memory_gb=memory, limit_gb=limit)
+                     console, heavy, max_heavy=args.llm_jobs, slow=slow, memory_gb=memory, limit_gb=limit,
+                     after=after, result_of=lambda m: str(result_path(cfgs[m].paths.results_dir, args.dataset,
+                                                                      str(cfgs[m].result_name))))
     summary = Table(title=f"grbench bench --budget {args.budget:g}: {args.dataset}")
     for col in ("model", "HR@10", "NDCG@10", "train s", "stopped by", "test users", "result"):
         summary.add_column(col)
@@ -256,6 +267,16 @@ def _cmd_show_prompts(args: argparse.Namespace) -> int:
         body = Text(prompt)
         body.append("\n" + response, style="bold green")
         console.print(Panel(body, title=label, title_align="left"))
+    return 0
+
+
+def _cmd_lwgr_precompute(args: argparse.Namespace) -> int:
+    from .runtime import setup_runtime
+
+    setup_runtime(None)          # threads and OpenMP wait policy before torch starts
+    from .lwgr_precompute import precompute
+
+    precompute(args.result, args.dataset, args.results_dir, args.out, args.evaluate, args.dtype, console)
     return 0
 
 
@@ -321,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", type=int, default=0, help="user index (0-based, in the processed dataset)")
     sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     sp.set_defaults(func=_cmd_show_prompts)
+    lw = sub.add_parser("lwgr-precompute", help="LWGR's nearline step: every test user's H_u into a knowledge store "
+                        "(SQLite), optionally tested from it")
+    lw.add_argument("--dataset", default="synthetic")
+    lw.add_argument("--result", default="lwgr", help="an LWGR result name in --results-dir, or a result JSON path")
+    lw.add_argument("--results-dir", default="leaderboards/results")
+    lw.add_argument("--out", type=Path, default=None, help="store path (default <cache>/lwgr/<dataset>-<result>-"
+                    "<fingerprint>.sqlite)")
+    lw.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    lw.add_argument("--evaluate", action="store_true", help="then test the model reading H_u from the store")
+    lw.set_defaults(func=_cmd_lwgr_precompute)
     for command in sub.choices.values():     # `grbench bench --debug ...` as well as `grbench --debug bench ...`
         command.add_argument("--debug", dest="debug_here", action="store_true", help="show the traceback of an error")
     return p

@@ -3,7 +3,7 @@ validated (``validate.py``: every setting's type and range, before any data, tor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +15,20 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 def model_names() -> list[str]:
     """Registered models: one YAML per model in configs/models/."""
     return sorted(p.stem for p in (CONFIG_DIR / "models").glob("*.yaml"))
+
+
+def run_order(models: Sequence[str], cfgs: Mapping[str, DictConfig]) -> list[str]:
+    """``models`` in their given order, except that a model runs after those of them its ``after:`` names (LWGR
+    after TIGER, whose result it uses); a cycle is an error."""
+    pending, out = list(models), []
+    while pending:
+        ready = next((m for m in pending if not any(d in pending and d != m for d in (cfgs[m].get("after") or {}))),
+                     None)
+        if ready is None:
+            raise ValueError(f"models/*.yaml after: the models {pending} wait for each other (a cycle)")
+        pending.remove(ready)
+        out.append(ready)
+    return out
 
 
 def _load_yaml(path: Path) -> DictConfig:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from grbench.datamodules.atomic import atomic_file
 
 from .published import PUBLISHED_FILE, load_published  # noqa: F401  (re-exported: grbench leaderboard's API)
+from .constraint_plot import render_constraint_section, write_constraint_plot
 from .task_results import render_task_results
 
 log = logging.getLogger(__name__)
@@ -429,14 +430,14 @@ def _budget_groups(records: list[dict[str, Any]]) -> tuple[dict[tuple[float, int
 
 
 def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
-                   plot: str | None = None, curves_plot: str | None = None,
+                   plot: str | None = None, curves_plot: str | None = None, constraint_plot: str | None = None,
                    published: dict[str, dict[str, Any]] | None = None, models: list[str] | None = None) -> str:
     """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, the paper track (with the published
     figures and a row for every model in ``models`` that has no paper-track result), the budget track (equal-budget
     runs first, then the others, each row with its cuts), notes, plots and a footer naming every row's file.
 
     ``results_link`` is the folder of the result files relative to the page (default ``results/<dataset>``);
-    ``plot`` / ``curves_plot`` are file names of plots beside the page; ``published`` maps a model to its published
+    ``plot`` / ``curves_plot`` / ``constraint_plot`` are file names of plots beside the page; ``published`` maps a model to its published
     entry for this dataset (``load_published()[dataset]``); ``models`` defaults to the registered models.
     """
     results_link = results_link if results_link is not None else f"results/{dataset}"
@@ -504,6 +505,7 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += ["Model notes (from each result's `model_info`):", ""]
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
     parts += render_task_results(sort_records(records), lambda r: _cell(_model_label(r)))
+    parts += render_constraint_section(sort_records(records), lambda r: _cell(_model_label(r)), constraint_plot)
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["## Learning curves", ""]
@@ -588,7 +590,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
     written: list[Path] = []
     for dataset in targets:
         records = loaded[dataset]
-        plot_name = curves_name = None
+        plot_name = curves_name = constraint_name = None
         if draw and records:
             png = out_dir / f"{dataset}.png"
             if write_plot(png, dataset, records):
@@ -598,9 +600,14 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
             if write_curve_plot(png, dataset, records):
                 written.append(png)
                 curves_name = png.name
+            png = out_dir / f"{dataset}_constraint.png"
+            if write_constraint_plot(png, dataset, sort_records(records), _model_label):
+                written.append(png)
+                constraint_name = png.name
         page = out_dir / f"{dataset}.md"
         write_text_atomic(page, render_dataset(dataset, records, results_link=f"{link}/{dataset}", plot=plot_name,
-                                               curves_plot=curves_name, published=published.get(dataset) or {},
+                                               curves_plot=curves_name, constraint_plot=constraint_name,
+                                               published=published.get(dataset) or {},
                                                models=models))
         written.append(page)
     index = out_dir / "README.md"

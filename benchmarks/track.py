@@ -9,7 +9,8 @@
   stop by wall-clock time, training on part of each epoch and a test-user subset.
 
 Settings that say where a run writes or how it uses the machine (paths, progress bar, devices, threads, evaluation
-batch sizes, the seed) are not cuts. This module imports neither torch nor lightning.
+batch sizes, the seed, any ``*_dir`` folder) are not cuts, nor the key through which a model receives the result it runs after (``after:``
+in its YAML, e.g. LWGR's TIGER reference: the result it used is recorded in its own result). This module imports neither torch nor lightning.
 """
 from __future__ import annotations
 
@@ -56,9 +57,10 @@ def recipe_changes(run: Mapping[str, Any], recipe: Mapping[str, Any], trainable:
     """``key: recipe value -> run value`` for every non-neutral setting where the run differs from the recipe."""
     a, b = flatten(recipe), flatten(run)
     skip = NEUTRAL_KEYS if trainable else NEUTRAL_KEYS + TRAINING_KEYS
+    skip += tuple(str(k) for k in (run.get("after") or {}).values())   # where the result it runs after lives
     lines = []
     for key in sorted(set(a) | set(b)):
-        if _matches(key, skip):
+        if _matches(key, skip) or key.endswith("_dir"):    # a folder says where, never what
             continue
         old, new = a.get(key), b.get(key)
         if old != new:

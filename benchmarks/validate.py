@@ -97,6 +97,11 @@ _CLOCK = re.compile(r"\d+:\d+:\d+:\d+")
 MAX_TIME = Check(lambda v: v is None or (isinstance(v, str) and _CLOCK.fullmatch(v.strip()) is not None
                                          and any(int(p) for p in v.split(":"))),
                  "null or a DD:HH:MM:SS string above zero (Lightning's max_time)")
+AFTER = Check(lambda v: v is None or (isinstance(v, dict) and all(isinstance(m, str) and isinstance(k, str)
+                                                                   and k.startswith("model.params.")
+                                                                   for m, k in v.items())),
+              "a mapping {model: model.params key}: the models this one runs after, and the key that receives "
+              "each one's result")
 RESULT_NAME = Check(lambda v: v is None or (isinstance(v, (str, int)) and not isinstance(v, bool)
                                             and _plain_file_name(str(v))),
                     "null or a plain file name (not empty, no '/', '\\' or '..', not starting with '.')")
@@ -186,6 +191,7 @@ RULES: tuple[Rule, ...] = (
     Rule("budget.minutes", number(gt=0, null=True), 30),
     Rule("budget.memory_gb", number(gt=0), 16),
     Rule("result_name", RESULT_NAME, "sasrec_lr0p002"),
+    Rule("after", AFTER, "{tiger: model.params.reference.result}"),
 )
 
 _ABSENT = object()

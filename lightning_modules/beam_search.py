@@ -180,11 +180,16 @@ class T5SharedStepper:
     ``B`` queries against that user's single ``[S, d_kv]`` keys/values: the same figures with ``B`` times less
     cross-attention memory traffic and no cache copy. Computes exactly what ``T5ForConditionalGeneration`` does
     in eval mode (T5 attention is unscaled; relative position bias on self-attention only; RMS layer norms).
+    ``inputs_embeds`` replaces the encoder's input ids and ``start_embeds`` the decoder start token's embedding
+    (LWGR puts its user knowledge there).
     """
 
-    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def __init__(self, model: Any, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                 inputs_embeds: torch.Tensor | None = None, start_embeds: torch.Tensor | None = None) -> None:
         self.model, self.dec = model, model.get_decoder()
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        self.start_embeds = start_embeds          # [U, d]: the decoder's first input in place of the start token's
+        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                      inputs_embeds=inputs_embeds).last_hidden_state
         self.users, self.beams, self.position = encoded.shape[0], 1, 0
         heads, d_kv = model.config.num_heads, model.config.d_kv
         self.cross = []
@@ -198,9 +203,9 @@ class T5SharedStepper:
         self.cross_bias.masked_fill_(attention_mask[:, None, None, :] == 0, torch.finfo(encoded.dtype).min)
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.dec.block)
 
-    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _decode(self, tokens: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
         rows, heads, d_kv = tokens.shape[0], self.model.config.num_heads, self.model.config.d_kv
-        x = self.dec.embed_tokens(tokens).unsqueeze(1)                                    # [R, 1, d]
+        x = (self.dec.embed_tokens(tokens) if embeds is None else embeds).unsqueeze(1)   # [R, 1, d]
         t = self.position + 1
         bias = self.dec.block[0].layer[0].SelfAttention.compute_bias(t, t, device=x.device)[:, :, -1:, :]
         for i, block in enumerate(self.dec.block):
@@ -227,7 +232,8 @@ class T5SharedStepper:
 
     def start(self) -> torch.Tensor:
         start_id = self.model.config.decoder_start_token_id
-        return self._decode(torch.full((self.users,), start_id, dtype=torch.long, device=self.cross_bias.device))
+        tokens = torch.full((self.users,), start_id, dtype=torch.long, device=self.cross_bias.device)
+        return self._decode(tokens, self.start_embeds)
 
     def expand(self, beams: int) -> None:
         self.beams = beams

@@ -9,7 +9,8 @@ import pkgutil
 from .base import GenerativeRecommender
 
 _NOT_MODELS = {"base", "beam_search", "evaluator", "llm_backbone", "llm_recommender", "prompts", "registry",
-               "token_semantics", "sigma_decoding", "sigma_embeddings", "sigma_items", "sigma_losses", "sigma_tasks"}
+               "token_semantics", "sigma_decoding", "sigma_embeddings", "sigma_items", "sigma_losses", "sigma_tasks",
+               "lwgr_constraint", "lwgr_knowledge", "lwgr_reference", "lwgr_store"}
 
 
 def get_model_class(name: str) -> type[GenerativeRecommender]:

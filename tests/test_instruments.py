@@ -53,6 +53,10 @@ def test_every_recipe_runs_without_item_text(name: str, cache: Path, datamodule)
     cfg = load_config("instruments", name, [f"paths.cache_dir={cache}"])
     params = OmegaConf.to_container(cfg.model.params, resolve=True)
     model = build_model(cfg, datamodule.num_items)
+    if name == "lwgr":                  # its reference TIGER's SIDs (the published index); the LLM reads no titles
+        assert "tokenizer" not in params and params["knowledge"]["text"] is False
+        assert "no item titles" in " ".join(cfg.recipe.cuts)
+        return
     if "tokenizer" not in params:                                       # Pop, SASRec: item ids only
         assert not getattr(model, "tokenizer_cfg", None)
         return
@@ -90,9 +94,15 @@ def test_text_tasks_left_on_stop_with_the_tasks_named(name: str, cache: Path, da
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_runs_end_to_end_on_a_few_batches(name: str, cache: Path, datamodule) -> None:
     overrides = [f"paths.cache_dir={cache}", *FEW] + (TINY_LLM if name in (*LLM_MODELS, "sigma") else [])
+    small_tiger = ["model.params.d_model=64", "model.params.num_layers=1", "model.params.d_ff=128",
+                   "model.params.num_decoder_layers=1", "model.params.d_kv=16"]
     if name in ("tiger", "rpg"):                                        # a smaller network: seconds, not minutes
-        overrides += ["model.params.d_model=64", "model.params.num_layers=1", "model.params.d_ff=128"] + \
-            (["model.params.num_decoder_layers=1", "model.params.d_kv=16"] if name == "tiger" else [])
+        overrides += small_tiger if name == "tiger" else small_tiger[:3]
+    if name == "lwgr":                  # its reference first: a TIGER run, handed over as `grbench bench` does
+        tiger = run_benchmark(load_config("instruments", "tiger", [f"paths.cache_dir={cache}", *FEW, *small_tiger]),
+                              write=False)
+        overrides += TINY_LLM[:1] + ["model.params.llm_training=full",
+                                     f"model.params.reference.result={tiger['_run_path']}"]
     torch.manual_seed(0)
     record = run_benchmark(load_config("instruments", name, overrides), write=False)
     assert record["test_users"] == 64 and record["test_subset"]["of"] == 24772
@@ -100,5 +110,7 @@ def test_every_model_runs_end_to_end_on_a_few_batches(name: str, cache: Path, da
     assert 0.0 <= metrics["hr@10"] <= 1.0 and metrics["invalid@10"] == 0.0
     if name != "pop":
         assert record["steps_trained"] == 2 and record["track"] == "budget"
-    if name in LLM_MODELS or name in ("tiger", "rpg"):
+    if name in LLM_MODELS or name in ("tiger", "rpg", "lwgr"):
         assert record["model_info"]["tokenizer"]["kind"] == "published"
+    if name == "lwgr":                  # no titles: the LLM reads the soft instructions alone
+        assert record["model_info"]["knowledge"]["titles"] is False

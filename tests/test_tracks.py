@@ -298,3 +298,14 @@ def test_max_time_seconds() -> None:
     assert max_time_seconds(None) is None and max_time_seconds(90) == 90.0
     with pytest.raises(ValueError, match="DD:HH:MM:SS"):
         max_time_seconds("1:30")
+
+
+def test_budget_jobs_wait_for_the_result_they_use() -> None:
+    from grbench.benchmarks.budget import split_by_dependencies
+
+    after = {"lwgr": {"tiger": "model.params.reference.result"}}
+    models = ["lwgr", "pop", "tiger"]
+    assert split_by_dependencies(models, models, {}, after) == (["pop", "tiger"], [])          # lwgr waits
+    assert split_by_dependencies(["lwgr"], models, {"tiger": 0}, after) == (["lwgr"], [])
+    assert split_by_dependencies(["lwgr"], models, {"tiger": 1}, after) == ([], ["lwgr"])     # tiger failed
+    assert split_by_dependencies(["lwgr"], ["lwgr"], {}, after) == (["lwgr"], [])             # tiger not in this run
