@@ -253,6 +253,15 @@ class LWGR(TIGER):
             "trace": [{"step": s, "C": round(v, 6), "lambda": round(w, 6)} for s, v, w in c.trace]}
         if self.store is not None:
             self.result_extras["knowledge"]["store"] = str(self.store.path)
+        ref, k = self.result_extras.get("reference") or {}, self.knowledge_cfg
+        ndcg, where = ref.get("ndcg@10"), Path(str(ref.get("result", "?")))
+        name = where.stem if where.name != "result.json" else f"{where.parent.parent.name} (run {where.parent.name})"
+        knowledge = (f"knowledge: {k['quantizer']} codebooks K={k['codebooks']}, fusion {self.fusion_cfg['mode']}, LLM "
+                     f"{self.llm_training}" if k["enabled"] else "no knowledge (the control)")
+        self.result_extras["leaderboard_note"] = (
+            f"starts from the TIGER result {name} ({ref.get('track', '?')} track, "
+            f"NDCG@10 {'?' if ndcg is None else f'{float(ndcg):.4f}'}); {knowledge}; constraint {c.mode}, "
+            f"final lambda {c.lam:.4g}")
 
     # ---------------------------------------------------------------- decoding
     def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:

@@ -131,7 +131,7 @@ def grounded_embeddings(data: Any, cfg: dict[str, Any], encoder_cfg: dict[str, A
     encoder = TextEncoder(**kwargs)
     kw = {k: v for k, v in settings.items() if v is not None}
     history = ground_encoder(encoder, texts, pairs, ids if kw.get("kd_weight", 1.0) else None, seed=seed,
-                             **{**kw, "tau_id": kw.get("tau", 0.05)})
+                             progress=bool(enc.get("progress", True)), **{**kw, "tau_id": kw.get("tau", 0.05)})
     emb = encoder.encode(texts, progress=bool(enc.get("progress", True)))
     first, last = history[: max(1, len(history) // 10)], history[-max(1, len(history) // 10):]
     info = {"grounding": True, "pairs": views, "distinct_pairs": int(len(pairs)), "steps": len(history),

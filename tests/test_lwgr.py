@@ -255,3 +255,20 @@ def test_latency_script_times_the_three_paths(runs) -> None:
     _, _, lwgr = runs
     f = measure(lwgr["_run_path"], "synthetic", users=64, batch=32)
     assert f["users"] == 64 and min(f["tiger_ms"], f["lwgr_store_ms"], f["lwgr_llm_ms"], f["precompute_llm_ms"]) > 0
+
+
+def test_the_leaderboard_plots_the_constraint_trace(runs, tmp_path) -> None:
+    from grbench.benchmarks.leaderboard import write_leaderboards
+
+    _, tiger, lwgr = runs
+    results = tmp_path / "results" / "synthetic"
+    results.mkdir(parents=True)
+    for name, rec in (("tiger", tiger), ("lwgr", lwgr)):
+        (results / f"{name}.json").write_text(Path(rec["_run_path"]).read_text())
+    written = write_leaderboards(tmp_path / "results", tmp_path, ["synthetic"])
+    page = (tmp_path / "synthetic.md").read_text()
+    assert tmp_path / "synthetic_constraint.png" in written
+    assert "## Constraint traces" in page and "![constraint C(theta) and lambda per step](synthetic_constraint.png)" in page
+    row = next(line for line in page.splitlines() if "| lagrangian |" in line)
+    assert row.endswith(f"| {lwgr['steps_trained']} |")
+    assert "starts from the TIGER result tiger (run " in page                 # the model note names the reference
