@@ -1,7 +1,7 @@
 """The leaderboard's plots: test metrics per result (bar chart) and validation learning curves (log-time axis).
 
 Both write deterministic PNGs atomically and return False when matplotlib is missing (or, for the curves, when no
-result recorded a curve). They read the row helpers of ``leaderboard.py``.
+result recorded a curve). They read the row helpers of ``leaderboard_rows.py``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from grbench.datamodules.atomic import atomic_file
 
-from .leaderboard import _curve_points, _metric, _model_label, sort_records, track_of
+from .leaderboard_rows import _curve_points, _metric, _model_label, sort_records, track_of
 
 
 def matplotlib_available() -> bool:

@@ -148,17 +148,17 @@ def grounded_embeddings(data: Any, cfg: dict[str, Any], encoder_cfg: dict[str, A
 def item_table(data: Any, embeddings: np.ndarray, cfg: dict[str, Any], cache_dir: Path, seed: int) -> tuple[Any, dict]:
     """The SID table of the grounded ``embeddings`` under the ``tokenizer`` config (``kind``, ``params``); shared
     full SIDs are kept (``collision: keep``; ``reassign_last`` also works)."""
-    from grbench.tokenizers.build import _load_table, _save_table, fit_table
+    from grbench.tokenizers.build import load_cached_table, save_cached_table, fit_table
 
     kind, params = str(cfg.get("kind", "rq_kmeans")), dict(cfg.get("params") or {})
     collision = str(cfg.get("collision", "keep"))
     emb_hash = hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()[:20]
     path = cache_dir / "sigma" / f"{data.name}-sids-{_key(emb_hash, kind, params, collision, seed)}.npz"
     if path.is_file():
-        hit = _load_table(path, data.num_items)
+        hit = load_cached_table(path, data.num_items)
         if hit is not None:
             return hit
     table, report = fit_table(embeddings, kind, params, collision, seed, cache_dir / "tokenizers")
     report = {"kind": kind, "collision_rule": collision, "embeddings": "grounded", **report}
-    _save_table(path, table, report)
+    save_cached_table(path, table, report)
     return table, report

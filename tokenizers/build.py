@@ -79,7 +79,7 @@ def load_embeddings_file(path: str | Path, num_items: int) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _load_table(path: Path, num_items: int) -> tuple[SIDTable, dict] | None:
+def load_cached_table(path: Path, num_items: int) -> tuple[SIDTable, dict] | None:
     """The cached table and report, or None (with a warning) when the file is damaged or does not fit."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -93,7 +93,8 @@ def _load_table(path: Path, num_items: int) -> tuple[SIDTable, dict] | None:
     return table, {**report, "table_cached": True}
 
 
-def _save_table(path: Path, table: SIDTable, report: dict) -> None:
+def save_cached_table(path: Path, table: SIDTable, report: dict) -> None:
+    """Write a table and its report to the SID-table cache (``.npz``, atomic; ``load_cached_table`` reads it)."""
     from grbench.datamodules.atomic import atomic_file
     from grbench.datamodules.paths import cache_write
 
@@ -172,7 +173,7 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
         from grbench.tokenizers.text_encoder import embed_items
 
         cached_path = table_cache_path(dataset, cfg, cache_dir, seed)
-        hit = _load_table(cached_path, dataset.num_items) if cached_path is not None and cached_path.is_file() else None
+        hit = load_cached_table(cached_path, dataset.num_items) if cached_path is not None and cached_path.is_file() else None
         if hit is not None:
             return hit
         embeddings = (load_embeddings_file(cfg["embeddings"], dataset.num_items) if cfg.get("embeddings")
@@ -186,5 +187,5 @@ def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, s
         report["embeddings_file"] = str(cfg["embeddings"])
     target = table_cache_path(dataset, cfg, cache_dir, seed) if kind in LEARNED else None
     if target is not None:
-        _save_table(target, table, report)
+        save_cached_table(target, table, report)
     return table, report
