@@ -2,7 +2,7 @@
 cost moved to precomputation (arXiv 2605.18771, §4.5: 13.35 ms -> 13.55 ms per request in production).
 
 Takes a trained LWGR result (``grbench bench --model lwgr``), writes its store (``grbench lwgr-precompute``'s
-code), then decodes the same users in batches of ``--batch`` three ways: the reference TIGER alone, LWGR reading
+code), then decodes the same users in batches of ``--batch`` three ways, ``--repeats`` passes each, taking turns: the reference TIGER alone, LWGR reading
 H_u from the store (the online path), and LWGR computing H_u with the LLM (no nearline split). Prints milliseconds
 per user for each, the added latency of the online path over TIGER, and the LLM's milliseconds per user. Run::
 
@@ -11,6 +11,7 @@ per user for each, the added latency of the online path over TIGER, and the LLM'
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +23,7 @@ from rich.table import Table
 
 
 def _time(fn: Any, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Milliseconds per user of ``fn(batch)`` over ``batches`` (one warm-up batch first)."""
-    fn(batches[0])
+    """Milliseconds per user of one pass of ``fn(batch)`` over ``batches``."""
     users, start = 0, time.perf_counter()
     for b in batches:
         fn(b)
@@ -31,8 +31,20 @@ def _time(fn: Any, batches: list[dict[str, torch.Tensor]]) -> float:
     return 1000 * (time.perf_counter() - start) / max(users, 1)
 
 
+def _median_times(paths: dict[str, Any], batches: list[dict[str, torch.Tensor]], repeats: int) -> dict[str, float]:
+    """The median over ``repeats`` passes of each path, the paths taking turns (a warm-up batch each first), so
+    that a machine's load drifts over all of them alike."""
+    for fn in paths.values():
+        fn(batches[0])
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            times[name].append(_time(fn, batches))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def measure(result: str, dataset: str, results_dir: str = "leaderboards/results", users: int = 512,
-            batch: int = 64, store: Path | None = None) -> dict[str, float]:
+            batch: int = 64, store: Path | None = None, repeats: int = 3) -> dict[str, float]:
     """The figures for ``users`` test users of ``dataset`` (see the module docstring)."""
     from grbench.benchmarks.lwgr_precompute import load_result, precompute, rebuild
     from grbench.lightning_modules.beam_search import T5SharedStepper, constrained_beam_search
@@ -55,11 +67,16 @@ def measure(result: str, dataset: str, results_dir: str = "leaderboards/results"
             ids, mask = model.encoder_inputs(b)
             constrained_beam_search(T5SharedStepper(model.ref_t5, ids, mask), model.constraint, int(model.beam_size))
 
+        store = KnowledgeStore.open(target, figures["fingerprint"], dm.data.manifest["content_hash"])
+
+        def lwgr(b: dict[str, torch.Tensor], stored: bool) -> None:
+            model.store = store if stored else None
+            model.recommend(b, k)
+
         with torch.inference_mode():
-            t_tiger = _time(tiger, batches)
-            t_online = _time(lambda b: model.recommend(b, k), batches)
-            model.store = KnowledgeStore.open(target, figures["fingerprint"], dm.data.manifest["content_hash"])
-            t_store = _time(lambda b: model.recommend(b, k), batches)
+            t = _median_times({"tiger": tiger, "store": lambda b: lwgr(b, True), "llm": lambda b: lwgr(b, False)},
+                              batches, repeats)
+        t_tiger, t_store, t_online = t["tiger"], t["store"], t["llm"]
     return {"users": sum(len(b["user"]) for b in batches), "batch": batch, "tiger_ms": t_tiger,
             "lwgr_store_ms": t_store, "lwgr_llm_ms": t_online, "added_ms": t_store - t_tiger,
             "precompute_llm_ms": float(figures["llm_ms_per_user"]), "store_mib": figures["bytes"] / 2 ** 20}
@@ -73,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=512)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="passes per path (taking turns); the median is reported")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    f = measure(args.result, args.dataset, args.results_dir, args.users, args.batch)
+    f = measure(args.result, args.dataset, args.results_dir, args.users, args.batch, repeats=args.repeats)
     table = Table(title=f"LWGR decode latency on {args.dataset}: {f['users']} users, batches of {f['batch']}, "
-                        f"{args.threads} thread(s)")
+                        f"{args.threads} thread(s), median of {args.repeats} passes")
     for col in ("path", "ms per user"):
         table.add_column(col)
     table.add_row("reference TIGER (beam 20)", f"{f['tiger_ms']:.2f}")
