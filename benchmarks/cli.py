@@ -170,12 +170,11 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
 
     from omegaconf import OmegaConf
 
-    from grbench.datamodules.paths import default_cache_dir
     from grbench.datamodules.prepare import prepare_dataset
 
     from .budget import PROBE_USERS, VAL_USERS, budget_overrides, memory_limit_gb, run_jobs
     from .publish import PublishError, result_path
-    from .config import load_config
+    from .config import load_config, run_paths
     from .leaderboard import write_leaderboards
 
     if args.no_write:
@@ -191,12 +190,11 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
         raise PublishError(f"published budget results exist: {', '.join(clash)}; add --replace to replace them")
     cfg = cfgs[models[0]]
     results_dir = Path(cfg.paths.results_dir)
-    cache = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else None
-    prepare_dataset(args.dataset, cache_dir=cache, data_dir=Path(cfg.paths.data_dir) if cfg.paths.data_dir else None,
+    prepare_dataset(args.dataset, cache_dir=run_paths(cfg)[0], data_dir=Path(cfg.paths.data_dir) if cfg.paths.data_dir else None,
                     raw_dir=Path(cfg.paths.raw_dir) if cfg.paths.raw_dir else None, download=cfg.paths.get("download"),
                     overrides=OmegaConf.to_container(cfg.data.overrides, resolve=True))   # once, before the jobs race
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    log_dir = (cache or default_cache_dir()) / "runs" / args.dataset / f"budget{args.budget:g}min-{stamp}"
+    log_dir = run_paths(cfg)[1] / args.dataset / f"budget{args.budget:g}min-{stamp}"
     console.rule(f"[bold]equal budget[/bold]: {len(models)} models on {args.dataset}, {args.budget:g} min of training "
                  f"each, {args.jobs} at a time, 1 thread each")
     console.print(f"wall time: at least {-(-len(models) // args.jobs) * args.budget:g} min of training, plus data, "

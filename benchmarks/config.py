@@ -31,6 +31,17 @@ def run_order(models: Sequence[str], cfgs: Mapping[str, DictConfig]) -> list[str
     return out
 
 
+def run_paths(cfg: DictConfig) -> tuple[Path, Path]:
+    """``(cache_dir, runs_dir)`` of a run config: ``paths.cache_dir`` (else ``$GRBENCH_CACHE_DIR`` or
+    ~/.cache/grbench) and ``paths.runs_dir`` (else ``<cache_dir>/runs``)."""
+    from grbench.datamodules.paths import default_cache_dir
+
+    paths = cfg.get("paths") or {}
+    cache = Path(str(paths.get("cache_dir"))).expanduser() if paths.get("cache_dir") else default_cache_dir()
+    runs = Path(str(paths.get("runs_dir"))).expanduser() if paths.get("runs_dir") else cache / "runs"
+    return cache, runs
+
+
 def _load_yaml(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)

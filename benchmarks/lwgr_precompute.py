@@ -33,9 +33,9 @@ def rebuild(record: dict[str, Any], result_path: Path, overrides: list[str] | No
     import torch
     from omegaconf import OmegaConf
 
-    from grbench.datamodules.paths import default_cache_dir
     from grbench.lightning_modules.lwgr_reference import find_run_checkpoint
 
+    from .config import run_paths
     from .run import build_datamodule, build_model
 
     cfg = OmegaConf.create(record["config"])
@@ -45,8 +45,7 @@ def rebuild(record: dict[str, Any], result_path: Path, overrides: list[str] | No
     dm.setup()
     model = build_model(cfg, dm.num_items)
     model.prepare(dm)
-    cache = Path(str(cfg.paths.cache_dir)).expanduser() if cfg.paths.cache_dir else default_cache_dir()
-    runs = Path(str(cfg.paths.runs_dir)).expanduser() if cfg.paths.runs_dir else cache / "runs"
+    runs = run_paths(cfg)[1]
     ckpt = find_run_checkpoint(record, runs, str(cfg.dataset))
     if ckpt is None:
         raise FileNotFoundError(f"{result_path}: the run that wrote it (created {record.get('created')}) has no "
@@ -66,8 +65,9 @@ def precompute(result: str, dataset: str, results_dir: str | Path = "leaderboard
     import lightning as L
     import torch
 
-    from grbench.datamodules.paths import default_cache_dir
     from grbench.lightning_modules.lwgr_store import KnowledgeStore, write_store
+
+    from .config import run_paths
 
     console = console or Console()
     path, record = load_result(result, dataset, results_dir)
@@ -78,8 +78,8 @@ def precompute(result: str, dataset: str, results_dir: str | Path = "leaderboard
         raise ValueError(f"{path}: knowledge.enabled is false: this LWGR has no H_u to precompute")
     fingerprint = model.knowledge_fingerprint()
     data_hash = str(dm.data.manifest.get("content_hash"))
-    cache = Path(str(cfg.paths.cache_dir)).expanduser() if cfg.paths.cache_dir else default_cache_dir()
-    target = Path(out).expanduser() if out else cache / "lwgr" / f"{dataset}-{path.stem}-{fingerprint[:12]}.sqlite"
+    name = f"{dataset}-{path.stem}-{fingerprint[:12]}.sqlite"
+    target = Path(out).expanduser() if out else run_paths(cfg)[0] / "lwgr" / name
     dim = int(model.llm.config.hidden_size)
     seconds, users = 0.0, 0
 

@@ -22,12 +22,11 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from grbench.datamodules.datamodule import SequenceDataModule
-from grbench.datamodules.paths import default_cache_dir
 from grbench.lightning_modules.base import GenerativeRecommender
 from grbench.lightning_modules.registry import get_model_class
 
 from .callbacks import LearningCurve, WallTimeEstimate, max_time_seconds
-from .config import load_config
+from .config import load_config, run_paths
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
 from .publish import ResultLock, check_target, result_path
 from .runtime import load_watch
@@ -54,7 +53,7 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
     return SequenceDataModule(cfg.dataset, max_history=d.max_history,
                               batch_size=int(micro) if micro is not None else d.batch_size,
                               eval_batch_size=d.eval_batch_size, num_workers=d.num_workers, seed=cfg.seed,
-                              cache_dir=_path(cfg.paths.cache_dir, default_cache_dir()),
+                              cache_dir=run_paths(cfg)[0],
                               data_dir=_path(cfg.paths.data_dir), raw_dir=_path(cfg.paths.raw_dir),
                               overrides=OmegaConf.to_container(d.overrides, resolve=True), batch_hook=batch_hook,
                               train_samples=train_samples, group_by_length=bool(d.get("group_by_length", False)),
@@ -183,9 +182,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     recipe = _plain(load_config(cfg.dataset, cfg.model.name, variant))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    cache_dir = _path(cfg.paths.cache_dir, default_cache_dir())
     name = cfg.result_name or cfg.model.name
-    run_dir = _path(cfg.paths.runs_dir, cache_dir / "runs") / cfg.dataset / name / f"{stamp}-{os.getpid()}"
+    run_dir = run_paths(cfg)[1] / cfg.dataset / name / f"{stamp}-{os.getpid()}"
 
     dm = build_datamodule(cfg)
     dm.prepare_data()
