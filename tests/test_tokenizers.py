@@ -340,3 +340,19 @@ def test_build_sid_table_from_an_embeddings_file(tmp_path: Path) -> None:
     np.save(path, emb[:10])                                  # another file: another cache key, and a clear error
     with pytest.raises(ValueError, match="grounded.npy holds float32 \\(10, 16\\)"):
         build_sid_table(data, cfg, tmp_path / "cache", seed=0)
+
+
+def test_a_collapsed_tokenizer_is_an_error_not_a_table() -> None:
+    """SIGMA's RQ-VAE over the grounded Beauty embeddings once gave every item the same SID prefix (no dead-code
+    reinit); such a fit must stop the run, with the remedy named."""
+    from grbench.tokenizers.build import check_not_collapsed
+    from grbench.tokenizers.item_tokenizer import tokenization_report
+    from grbench.tokenizers.sid_table import SIDTable
+
+    rng = np.random.default_rng(0)
+    collapsed = np.column_stack([np.full(500, 68), np.full(500, 72), rng.integers(0, 256, (500, 2))])
+    report = tokenization_report(collapsed, SIDTable(collapsed, (256,) * 4))
+    with pytest.raises(ValueError, match="collapsed.*reinit_dead_codes: true"):
+        check_not_collapsed(report, "rq_vae", {"levels": 4})
+    healthy = rng.integers(0, 256, (500, 4))
+    check_not_collapsed(tokenization_report(healthy, SIDTable(healthy, (256,) * 4)), "rq_vae", {})
