@@ -50,7 +50,7 @@ def rebuild(record: dict[str, Any], result_path: Path, overrides: list[str] | No
     if ckpt is None:
         raise FileNotFoundError(f"{result_path}: the run that wrote it (created {record.get('created')}) has no "
                                 f"checkpoint under {runs / str(cfg.dataset)}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
     model.on_load_checkpoint(state)
     model.eval()

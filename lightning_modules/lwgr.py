@@ -107,7 +107,7 @@ class LWGR(TIGER):
 
     def load_reference_weights(self, ref: Reference) -> None:
         """theta and the frozen theta_ref from the reference checkpoint, whose SID table must be this one."""
-        state = torch.load(ref.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(ref.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         theirs = state.get("item_tokens")
         if theirs is None or theirs.shape != self.item_tokens.shape or not torch.equal(theirs, self.item_tokens):
             raise ValueError(f"{ref.checkpoint}: its SID table (item_tokens) differs from the one built from "

@@ -132,7 +132,7 @@ def _loaded(tmp: Path, run: dict) -> tuple:
     model = build_model(cfg, dm.num_items)
     model.prepare(dm)
     ckpt = Path(run["_run_path"]).parent / "checkpoints" / run["best_val"]["checkpoint"]
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     return model.eval(), dm
 
 
