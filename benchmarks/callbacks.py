@@ -102,7 +102,10 @@ class WallTimeEstimate(Callback):
             return
         self.estimate_s = per_step * per_epoch * epochs
         limit = self.max_time_s
-        text = (f"{self.name}: {per_step:.3g} s/step x {per_epoch:,} steps/epoch x {epochs} epochs = about "
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        per = "s/step x {:,} steps/epoch" if accumulate == 1 else \
+            f"s/micro-batch x {{:,}} micro-batches/epoch ({accumulate} per optimizer step)"
+        text = (f"{self.name}: {per_step:.3g} {per.format(per_epoch)} x {epochs} epochs = about "
                 f"{_clock(self.estimate_s)} of training on this hardware (validation not counted; early stopping "
                 "may end it sooner)")
         if limit:
