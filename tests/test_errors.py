@@ -83,8 +83,9 @@ def test_ctrl_c_during_a_fit_is_one_line_and_keeps_results_and_caches(tmp_path: 
     cmd = [sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", "synthetic", "--model", "sasrec",
            "--publish", "trainer.max_epochs=50", "trainer.patience=null", "trainer.progress=false",
            f"paths.results_dir={results}"]
+    # a suite started in the background (`nohup ... &` from a script) hands SIGINT down ignored: restore it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path),
-                            cwd=tmp_path)
+                            cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = [], time.monotonic() + 300
     assert proc.stdout is not None
     for line in proc.stdout:                      # interrupt once training is under way
