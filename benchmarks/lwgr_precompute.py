@@ -18,8 +18,9 @@ from rich.console import Console
 
 def load_result(name: str, dataset: str, results_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """A result by name (``<results_dir>/<dataset>/<name>.json``) or by path; it must be an LWGR result."""
-    path = Path(name).expanduser() if name.endswith(".json") or "/" in name else \
-        Path(results_dir).expanduser() / dataset / f"{name}.json"
+    from grbench.lightning_modules.lwgr_reference import result_file
+
+    path = result_file(name, results_dir, dataset)
     if not path.is_file():
         raise FileNotFoundError(f"--result: {path} does not exist")
     record = json.loads(path.read_text(encoding="utf-8"))

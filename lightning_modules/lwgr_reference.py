@@ -40,7 +40,8 @@ class Reference:
                 "ndcg@10": metrics.get("ndcg@10"), "hr@10": metrics.get("hr@10")}
 
 
-def _result_file(name: str, results_dir: str | Path, dataset: str) -> Path:
+def result_file(name: str, results_dir: str | Path, dataset: str) -> Path:
+    """A result by name (``<results_dir>/<dataset>/<name>.json``) or by path (a name ending in .json or with a /)."""
     if name.endswith(".json") or "/" in name:
         return Path(name).expanduser()
     return Path(results_dir).expanduser() / dataset / f"{name}.json"
@@ -71,7 +72,7 @@ def load_reference(cfg: dict[str, Any], dataset: str, content_hash: str | None, 
     name = cfg.get("result")
     if not name:
         raise ValueError(f"{field}.result: name the {model} result LWGR starts from (e.g. {model})")
-    path = _result_file(str(name), cfg.get("results_dir") or "leaderboards/results", dataset)
+    path = result_file(str(name), cfg.get("results_dir") or "leaderboards/results", dataset)
     if not path.is_file():
         raise FileNotFoundError(f"{field}.result: {path} does not exist; train the reference first: "
                                 f"grbench bench --dataset {dataset} --model {model}")
