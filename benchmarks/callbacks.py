@@ -2,15 +2,20 @@
 
 ``LearningCurve`` records, after every validation pass, the validation metrics with the cumulative training seconds
 (validation time excluded) and the training samples seen so far, so a reader can see whether a model was still
-improving when its budget ended. ``WallTimeEstimate`` times a few training steps of the first epoch and prints what
-the whole fit would take on this hardware at that pace, with the option that caps it.
+improving when its budget ended; a checkpoint holds it, so a resumed run's curve goes on from where it stopped.
+``RNGState`` carries the random generators through a checkpoint (a resumed run draws what the uninterrupted run
+drew). ``WallTimeEstimate`` times a few training steps of the first epoch and prints what the whole fit would take on
+this hardware at that pace, with the option that caps it.
 """
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -31,6 +36,27 @@ class LearningCurve(Callback):
         self.train_s = 0.0
         self.samples = 0
         self._mark: float | None = None
+        #: wall seconds of the fit before the checkpoint this run resumed from (0 for a fresh run)
+        self.earlier_fit_s = 0.0
+        self._fit_start: float | None = None
+        self._restored: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._restored is not None:        # a fit resumed from a checkpoint: the curve so far is the checkpoint's
+            state, self._restored = self._restored, None
+            self.points = [dict(p) for p in state.get("points", [])]
+            self.train_s = float(state.get("train_s", 0.0))
+            self.samples = int(state.get("samples", 0))
+            self.earlier_fit_s = float(state.get("fit_s", 0.0))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_start(trainer, pl_module)   # resumed from a checkpoint of a finished fit: no training started
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restored = None                 # testing a checkpoint keeps the curve the fit made
 
     def _pause(self) -> None:
         if self._mark is not None:
@@ -63,6 +89,65 @@ class LearningCurve(Callback):
 
     def state(self) -> dict[str, Any]:
         return {"train_s": round(self.train_s, 2), "samples": int(self.samples), "points": self.points}
+
+    # A checkpoint holds the curve so far and a resumed fit goes on with it. Lightning also loads a callback's state
+    # when it tests a checkpoint (the best one, maybe epochs before the last): the state waits for on_train_start (or
+    # on_fit_end, when the resumed fit had nothing left to train), which only a fit reaches, so a test never rewinds
+    # the curve.
+    def state_dict(self) -> dict[str, Any]:
+        fit_s = self.earlier_fit_s + (time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0)
+        return {"points": [dict(p) for p in self.points], "train_s": float(self.train_s), "samples": int(self.samples),
+                "fit_s": float(fit_s)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+
+
+class RNGState(Callback):
+    """Carries the process's random generators (torch CPU, the current CUDA device's, numpy, Python) through a
+    checkpoint, so that a run resumed from it draws what the uninterrupted run drew (dropout masks, sampling in a
+    model's loss). Lightning saves a callback's ``state_dict`` with every checkpoint; the state is set when Lightning
+    loads it and again at the first training batch after that: between a checkpoint and the next training batch the
+    uninterrupted run draws nothing from these generators (the training loaders draw from their own, see
+    ``datamodules/datamodule.py``), while a restarted fit may (Lightning 2.6 iterates the validation loader once when
+    it restarts inside an epoch, and a loader without a generator takes its base seed from torch's). Every rank holds
+    the same state (one seed, the same draws on its own device), so rank 0's is every rank's. Tensors and plain values
+    only: a checkpoint loads with ``torch.load(weights_only=True)``."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return {"torch": torch.get_rng_state(), "cuda": cuda,
+                "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+                "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+        self._apply(state_dict)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            self._apply(state)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = None      # a tested checkpoint's state: no training follows
+
+    @staticmethod
+    def _apply(state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"], torch.cuda.current_device())
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
 def _clock(seconds: float) -> str:

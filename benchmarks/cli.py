@@ -93,7 +93,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from .config import load_config, model_names, run_order, validate_model_list
+    from .config import load_config, model_names, run_order, seed_runs, validate_model_list
     from .leaderboard import write_leaderboards
     from .runtime import setup_runtime
 
@@ -103,34 +103,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _bench_budget(args, models)    # loads (so validates) every model's config up front
     cfgs = {m: load_config(args.dataset, m, args.overrides) for m in models}   # every model's settings, validated
     models = run_order(models, cfgs)
-    plans = {m: _publish_plan(args, cfgs[m]) for m in models}     # where each result goes, decided before any work
+    runs = [(m, c) for m in models for c in seed_runs(cfgs[m])]   # seeds=N: each model once per seed
+    plans = [_publish_plan(args, c) for _, c in runs]    # where each result goes, decided before any work
     setup_runtime(cfgs[models[0]].get("runtime"))  # threads and OpenMP wait policy: before .run imports torch
     from .run import run_benchmark
 
     summary = Table(title=f"grbench bench: {args.dataset}")
-    for col in ("model", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
+    for col in ("model", "seed", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
         summary.add_column(col)
     results_dir, published, wrote = None, False, {}
-    for name in models:
-        cfg = cfgs[name]
+    for (name, cfg), (publish, why) in zip(runs, plans):
         for other, key in (cfg.get("after") or {}).items():     # the result a model uses, written just above
-            if other in wrote:
-                OmegaConf.update(cfg, key, wrote[other])
-                console.print(f"{name}: {key}={wrote[other]} (the {other} run above)")
+            if (other, cfg.seed) in wrote:                      # (by the run of the same seed)
+                OmegaConf.update(cfg, key, wrote[other, cfg.seed])
+                console.print(f"{name}: {key}={wrote[other, cfg.seed]} (the {other} run above)")
         results_dir = Path(cfg.paths.results_dir)
-        console.rule(f"[bold]{name}[/bold] on {args.dataset}")
-        publish, why = plans[name]
+        console.rule(f"[bold]{name}[/bold] on {args.dataset}" + (f", seed {cfg.seed}" if cfg.get("seeds") else ""))
         if why:
             console.print(f"[yellow]{why}[/yellow]")
         rec = run_benchmark(cfg, write=publish, replace=args.replace)
         if not rec:  # non-zero DDP rank
             return 0
         m = rec["metrics"]
-        summary.add_row(name, f"{m.get('hr@10', float('nan')):.4f}", f"{m.get('ndcg@10', float('nan')):.4f}",
-                        f"{rec['train_time_s']:.0f}", f"{rec['eval_users_per_s']:.0f}",
-                        rec.get("_path") or f"{rec['_run_path']} (not published)")
+        summary.add_row(name, str(cfg.seed), f"{m.get('hr@10', float('nan')):.4f}",
+                        f"{m.get('ndcg@10', float('nan')):.4f}", f"{rec['train_time_s']:.0f}",
+                        f"{rec['eval_users_per_s']:.0f}", rec.get("_path") or f"{rec['_run_path']} (not published)")
         published = published or publish
-        wrote[name] = rec["_run_path"]
+        wrote[name, cfg.seed] = rec["_run_path"]
     console.print(summary)
     if published and not args.no_leaderboard and results_dir is not None:
         for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
@@ -180,6 +179,9 @@ def _bench_budget(args: argparse.Namespace, models: list[str]) -> int:
     if args.no_write:
         raise ValueError("--budget writes every model's result (that is its point): drop --no-write")
     plain = {m: load_config(args.dataset, m, args.overrides) for m in models}
+    if any(c.get("seeds") is not None for c in plain.values()):
+        raise ValueError("seeds=N with --budget: the equal-budget runner runs one seed; run it once per seed with "
+                         "seed=S and a result_name of its own")
     heavy = [m for m, c in plain.items() if c.model.params.get("backbone") is not None]   # the LLM models
     overrides = {m: budget_overrides(m, args.budget, args.overrides, heavy=m in heavy,
                                      batch_size=int(plain[m].data.batch_size)) for m in models}

@@ -2,6 +2,7 @@
 validated (``validate.py``: every setting's type and range, before any data, torch or Lightning loads)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -28,6 +29,44 @@ def run_order(models: Sequence[str], cfgs: Mapping[str, DictConfig]) -> list[str
             raise ValueError(f"models/*.yaml after: the models {pending} wait for each other (a cycle)")
         pending.remove(ready)
         out.append(ready)
+    return out
+
+
+def seed_list(cfg: DictConfig) -> list[int] | None:
+    """The seeds of ``seeds=N`` (``seed``, ``seed + 1``, ... ``seed + N - 1``) or ``seeds=[a,b,...]``; None when
+    ``seeds`` is unset (one run with ``seed``)."""
+    from omegaconf import ListConfig
+
+    seeds = cfg.get("seeds")
+    if seeds is None:
+        return None
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds}: the number of seeds must be at least 1 (or give a list, seeds=[0,1,2])")
+        return [int(cfg.seed) + i for i in range(seeds)]
+    if isinstance(seeds, (list, ListConfig)) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                             for s in seeds):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={list(seeds)}: a seed is repeated")
+        return [int(s) for s in seeds]
+    raise ValueError(f"seeds={seeds!r}: an integer N (seeds seed .. seed+N-1) or a non-empty list of integer seeds")
+
+
+def seed_runs(cfg: DictConfig) -> list[DictConfig]:
+    """One config per seed of ``seeds`` (each ``seed=s``, ``result_name=<name>-seed<s>``, ``seed_group=<name>``),
+    or ``[cfg]`` when ``seeds`` is unset. The leaderboard shows a seed group as one row, mean ± std."""
+    seeds = seed_list(cfg)
+    if seeds is None:
+        return [cfg]
+    base = str(cfg.result_name or cfg.model.name)
+    out = []
+    for s in seeds:
+        one = copy.deepcopy(cfg)          # nested nodes too: a handover (after:) updates one seed's config only
+        OmegaConf.update(one, "seed", s)
+        OmegaConf.update(one, "result_name", f"{base}-seed{s}")
+        OmegaConf.update(one, "seed_group", base)
+        OmegaConf.update(one, "seeds", list(seeds))
+        out.append(one)
     return out
 
 

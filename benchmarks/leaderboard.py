@@ -32,9 +32,12 @@ from .constraint_plot import render_constraint_section, write_constraint_plot
 from .leaderboard_plots import matplotlib_available, write_curve_plot, write_plot  # noqa: F401
 from .leaderboard_rows import (MISSING, SORT_METRIC, _best_rows, _cell, _config_values, _curve_points, _fmt,
                                _fmt_commit, _fmt_params, _fmt_rate, _fmt_seconds, _join, _metric, _model_label,
-                               _model_note, _number, _subset, budget_of, cuts_of, sort_records, track_of)
+                               _model_note, _number, _subset, budget_of, collapse_seeds, cuts_of, sort_records,
+                               track_of)
 from .leaderboard_rows import find_datasets, load_results  # noqa: F401  (grbench leaderboard's API)
 from .published import PUBLISHED_FILE, load_published  # noqa: F401  (re-exported: grbench leaderboard's API)
+from .significance import describe as describe_significance
+from .significance import load_values, significance_cells
 from .task_results import render_task_results
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,11 @@ def _protocol(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
         "lists, shown as raw (normalised by ln |items|).",
         "- **Coverage@K**: distinct items in all users' top-K lists / all items.",
     ]
+    if any(r.get("per_user") for r in records):
+        lines.append("- " + describe_significance())
+    if any((r.get("config") or {}).get("seed_group") for r in records):
+        lines.append("- **N seeds**: a row run under several seeds (`seeds=N`) shows each metric as mean ± sample "
+                     "standard deviation over its seeds; its bold mark and sort order use the mean.")
     return "\n".join(lines), warnings
 
 
@@ -184,10 +192,18 @@ def _table(records: list[dict[str, Any]], *, published: dict[str, dict[str, Any]
         best = _best_rows([v if keep else None for v, keep in zip(values, ranked)], higher)
         for i, (r, v) in enumerate(zip(rows, values)):
             text = _fmt(v)
+            std = (r.get("_std") or {}).get(key)
+            if std is not None and v is not None:          # a seed group: mean ± std over its seeds
+                text += f" ± {_fmt(std)}"
             if key.startswith("entropy@") and v is not None:
                 text += f" ({_fmt(_metric(r, key.replace('entropy@', 'entropy_norm@')))})"
             cells[i].append(f"**{text}**" if i in best else text)
     header = ["Model", *(h for h, _, _ in METRIC_COLUMNS)]
+    per_user = [load_values(r.get("_members") or [r]) for r in rows]
+    if any(v is not None for v in per_user):               # the paired test against the best row (significance.py)
+        header.append("p vs best")
+        for i, text in enumerate(significance_cells(per_user, [_metric(r, SORT_METRIC) for r in rows])):
+            cells[i].append(text)
     if published is not None:
         header += ["Published HR@10 / NDCG@10", "Ours / published"]
         for i, r in enumerate(rows):
@@ -202,7 +218,7 @@ def _table(records: list[dict[str, Any]], *, published: dict[str, dict[str, Any]
         for i, r in enumerate(rows):
             cells[i].append(_cell("; ".join(cuts_of(r))) or MISSING)
     for model in absent:
-        row = [f"{_cell(model)}: *{NOT_RUN}*"] + [MISSING] * len(METRIC_COLUMNS)
+        row = [f"{_cell(model)}: *{NOT_RUN}*"] + [MISSING] * (len(METRIC_COLUMNS) + int("p vs best" in header))
         if published is not None:
             row += [_published_cell(published.get(model)), MISSING]
         cells.append(row + [MISSING] * (len(header) - len(row)))
@@ -247,8 +263,9 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
     parts += [protocol, "", facts, ""]
     for w in data_warnings + proto_warnings:
         parts += [f"> ⚠ Warning: {w}", ""]
-    paper = [r for r in records if track_of(r) == "paper" and budget_of(r) is None]
-    budget = [r for r in records if r not in paper]     # an equal-budget run of a model with nothing to train too
+    rows = collapse_seeds(records)                       # seeds=N: one row per seed group
+    paper = [r for r in rows if track_of(r) == "paper" and budget_of(r) is None]
+    budget = [r for r in rows if r not in paper]     # an equal-budget run of a model with nothing to train too
     present = {str(r.get("model")) for r in paper}
     absent = sorted(m for m in dict.fromkeys([*models, *(str(r.get("model")) for r in records)]) if m not in present)
     parts += ["## Paper track", "",
@@ -292,13 +309,13 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
     if other:
         parts += ["", "### Other budget runs" if equal else "### Budget runs", "", _table(other, cuts=True)]
     parts.append("")
-    model_notes = [(r, _model_note(r.get("model_info") or {})) for r in sort_records(records)]
+    model_notes = [(r, _model_note(r.get("model_info") or {})) for r in sort_records(rows)]
     model_notes = [(r, n) for r, n in model_notes if n]
     if model_notes:
         parts += ["Model notes (from each result's `model_info`):", ""]
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
-    parts += render_task_results(sort_records(records), lambda r: _cell(_model_label(r)))
-    parts += render_constraint_section(sort_records(records), lambda r: _cell(_model_label(r)), constraint_plot)
+    parts += render_task_results(sort_records(rows), lambda r: _cell(_model_label(r)))
+    parts += render_constraint_section(sort_records(rows), lambda r: _cell(_model_label(r)), constraint_plot)
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["## Learning curves", ""]
@@ -307,15 +324,16 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
                   "time excluded), one line per result that recorded its curve: a line still rising at its right end "
                   "was still improving when its training stopped.", "", f"![validation NDCG@10 against training "
                   f"minutes]({curves_plot})", ""]
-    without = [r for r in sort_records(records) if not _curve_points(r) and r.get("curve", 0) is not None]
+    without = [r for r in sort_records(rows) if not _curve_points(r) and r.get("curve", 0) is not None]
     if without:
         parts += ["No learning curve recorded (results from before curves were stored): "
                   + ", ".join(_cell(_model_label(r)) for r in without) + ".", ""]
     parts += ["---", "", f"Generated from the result JSON files in `{results_link}/` by `grbench leaderboard`; do not "
               "edit by hand. Rows and their source files:", ""]
-    for r in sort_records(records):
-        src = str(r.get("_source") or f"{r.get('model')}.json")
-        line = f"- {_cell(_model_label(r))} ({track_of(r)} track): [`{src}`]({results_link}/{src})"
+    for r in sort_records(rows):
+        srcs = [str(m.get("_source") or f"{m.get('model')}.json") for m in r.get("_members") or [r]]
+        line = (f"- {_cell(_model_label(r))} ({track_of(r)} track): "
+                + ", ".join(f"[`{src}`]({results_link}/{src})" for src in srcs))
         notes = r.get("notes")
         if isinstance(notes, str) and notes.strip():
             line += f" ({' '.join(notes.split())})"

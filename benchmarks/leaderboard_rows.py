@@ -41,8 +41,45 @@ def load_results(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
         if not isinstance(record["metrics"], dict):
             raise ValueError(f"{path}: key 'metrics' must be an object, found {type(record['metrics']).__name__}")
         record["_source"] = path.name
+        record["_file"] = str(path)
         records.append(record)
     return records
+
+
+def seed_group_of(record: dict[str, Any]) -> str | None:
+    """The name a seed run shares with its sibling seeds (``seeds=N``), else None."""
+    group = (record.get("config") or {}).get("seed_group")
+    return str(group) if group else None
+
+
+def collapse_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records with each seed group (``seeds=N``: the same ``seed_group``, model and track) folded into one row:
+    ``metrics`` the mean over the seeds, ``_std`` the sample standard deviation (n - 1), ``_members`` the seed runs;
+    the other fields from the lowest seed's run. A group of one seed stays a group (its std is 0)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for r in records:
+        g = seed_group_of(r)
+        if g is None:
+            out.append(r)
+        else:
+            groups.setdefault((str(r.get("model")), g, str(r.get("track"))), []).append(r)
+    for (_, group, _), members in sorted(groups.items()):
+        members = sorted(members, key=lambda r: (_number(r.get("seed")) or 0, str(r.get("_source"))))
+        keys = sorted({k for r in members for k in (r.get("metrics") or {})})
+        mean, std = {}, {}
+        for k in keys:
+            values = [_metric(r, k) for r in members]
+            if any(v is None for v in values):
+                continue
+            mean[k] = sum(values) / len(values)
+            std[k] = (math.sqrt(sum((v - mean[k]) ** 2 for v in values) / (len(values) - 1))
+                      if len(values) > 1 else 0.0)
+        row = dict(members[0])
+        row.update(metrics=mean, _std=std, _members=members, _group=group,
+                   train_time_s=sum(_number(r.get("train_time_s")) or 0.0 for r in members) / len(members))
+        out.append(row)
+    return out
 
 
 def find_datasets(results_dir: Path) -> list[str]:
@@ -141,7 +178,7 @@ def budget_of(record: dict[str, Any]) -> tuple[float, int] | None:
 
 def _model_label(record: dict[str, Any]) -> str:
     model = str(record.get("model"))
-    stem = Path(str(record.get("_source", ""))).stem
+    stem = record["_group"] if record.get("_group") else Path(str(record.get("_source", ""))).stem
     label = model if not stem or stem == model else f"{model} ({stem})"
     limit = ((record.get("config") or {}).get("trainer") or {}).get("limit_train_batches")
     if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit not in (1, 1.0):
@@ -149,6 +186,9 @@ def _model_label(record: dict[str, Any]) -> str:
         size = f" of {batch}" if batch else ""
         label += (f" [train: {int(limit):,} batches{size}/epoch]" if isinstance(limit, int) or limit > 1
                   else f" [train: {limit:.0%} of each epoch]")
+    if record.get("_members"):
+        seeds = [str(r.get("seed")) for r in record["_members"]]
+        label += f" [{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(seeds)}]"
     sub = _subset(record)
     return label if sub is None else f"{label} [subset: {int(sub['users']):,} users]"
 

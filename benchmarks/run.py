@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +19,24 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from grbench.datamodules.datamodule import SequenceDataModule
 from grbench.lightning_modules.base import GenerativeRecommender
 from grbench.lightning_modules.registry import get_model_class
 
-from .callbacks import LearningCurve, WallTimeEstimate, max_time_seconds
+from .callbacks import LearningCurve, RNGState, WallTimeEstimate, max_time_seconds
 from .config import load_config, run_paths
+from .per_user import copy_per_user, per_user_path, write_per_user
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
 from .publish import ResultLock, check_target, result_path
+from .requeue import CleanResume, DeferredRequeue, cluster_plugins
+from .run_folders import choose_run_dir, keep_settings
+from .run_folders import rank_zero as _rank_zero
 from .runtime import load_watch
-from .track import classify
+from .track import classify, device_count
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,10 +68,59 @@ def build_datamodule(cfg: DictConfig, batch_hook: Any = None) -> SequenceDataMod
                               max_val_users=cfg.eval.get("max_val_users"), download=cfg.paths.get("download"))
 
 
+def batch_plan(cfg: DictConfig, world_size: int | None = None) -> dict[str, Any]:
+    """How one optimizer step's batch is made. Each device runs batches of ``data.micro_batch_size`` (else
+    ``data.batch_size``) and the optimizer steps after ``accumulation`` of them; the step's batch over all devices is
+
+    * ``data.global_batch_size`` when set (``accumulation`` = global / (per-device batch x devices x nodes), which must
+      be a whole number: the effective batch stays the same when the device count changes);
+    * else ``data.batch_size`` per device, as on one device (``accumulation`` = batch_size / micro_batch_size), so
+      ``data.batch_size x devices x nodes`` over all of them.
+
+    ``world_size``: the processes the trainer runs (else ``trainer.devices x trainer.num_nodes``, unknown for
+    ``auto``). Returns ``{"global_batch_size", "per_device_batch", "accumulation", "devices", "num_nodes",
+    "world_size"}`` (None where the device count is unknown)."""
+    d, t = cfg.data, cfg.trainer
+    micro, target = d.get("micro_batch_size"), d.get("global_batch_size")
+    per_device = int(micro) if micro is not None else int(d.batch_size)
+    nodes = int(t.get("num_nodes") or 1)
+    world = world_size if world_size is not None else (
+        None if device_count(t.get("devices", 1)) is None else device_count(t.get("devices", 1)) * nodes)
+    devices = None if world is None else world // nodes
+    plan = {"global_batch_size": None if world is None else int(d.batch_size) * world, "per_device_batch": per_device,
+            "accumulation": int(d.batch_size) // per_device, "devices": devices, "num_nodes": nodes,
+            "world_size": world}
+    if target is None:
+        return plan
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise ValueError(f"data.global_batch_size: must be null or an integer >= 1, got {target!r} (set it on the "
+                         "command line as data.global_batch_size=256)")
+    which = "data.micro_batch_size" if micro is not None else "data.batch_size"
+    if world is None:
+        raise ValueError(f"data.global_batch_size={target} needs the number of devices: set trainer.devices to a "
+                         f"number (got {t.get('devices')!r}) and trainer.num_nodes")
+    step = per_device * world
+    if target % step:
+        raise ValueError(f"data.global_batch_size={target}: must be a multiple of {which}={per_device} x "
+                         f"trainer.devices={devices} x trainer.num_nodes={nodes} = {step} (each optimizer step "
+                         f"accumulates global_batch_size / {step} batches per device)")
+    return {**plan, "global_batch_size": int(target), "accumulation": target // step}
+
+
 def accumulation(cfg: DictConfig) -> int:
-    """Micro-batches per optimizer step: ``data.batch_size / data.micro_batch_size`` (1 without micro-batches)."""
-    micro = cfg.data.get("micro_batch_size")
-    return 1 if micro is None else int(cfg.data.batch_size) // int(micro)
+    """Batches per device per optimizer step (``batch_plan``): ``data.batch_size / data.micro_batch_size`` (1 without
+    micro-batches), or what ``data.global_batch_size`` asks of ``trainer.devices x trainer.num_nodes``."""
+    return int(batch_plan(cfg)["accumulation"])
+
+
+def batch_record(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
+    """The result's ``batch``: one optimizer step's batch over every device (``global``), each device's batch per
+    forward pass, the accumulation, the devices and nodes the trainer ran, and ``data.global_batch_size`` as asked."""
+    per_device = batch_plan(cfg, trainer.world_size)["per_device_batch"]
+    accumulate = int(trainer.accumulate_grad_batches)
+    return {"global": per_device * accumulate * trainer.world_size, "per_device": per_device,
+            "accumulation": accumulate, "devices": int(trainer.num_devices), "num_nodes": int(trainer.num_nodes),
+            "world_size": int(trainer.world_size), "global_batch_size": cfg.data.get("global_batch_size")}
 
 
 def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
@@ -89,28 +144,35 @@ def build_model(cfg: DictConfig, num_items: int) -> GenerativeRecommender:
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint, LearningCurve]:
     t = cfg.trainer
+    # last.ckpt after every validation: where a preempted run resumes (choose_run_dir); best-*.ckpt is tested
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=t.monitor, mode="max", save_top_k=1,
-                           filename="best-{epoch}", auto_insert_metric_name=False)
+                           filename="best-{epoch}", auto_insert_metric_name=False, save_last=True)
     curve = LearningCurve()
-    callbacks: list[Any] = [ckpt, curve, WallTimeEstimate(str(cfg.result_name or cfg.model.name),
-                                                          max_time_s=max_time_seconds(t.get("max_time")))]
+    callbacks: list[Any] = [ckpt, curve, RNGState(), CleanResume(),
+                            WallTimeEstimate(str(cfg.result_name or cfg.model.name),
+                                             max_time_s=max_time_seconds(t.get("max_time")))]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode="max", patience=int(t.patience)))
+    plugins = cluster_plugins(cfg)
+    if plugins:
+        callbacks.append(DeferredRequeue(signal.SIGUSR1))
     watch = load_watch()          # the default thread count follows load that arrives during the fit (runtime.py)
     if watch is not None:
         callbacks.append(watch)
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
-    limit_train = t.limit_train_batches     # counts optimizer steps' worth of data: micro-batches scale it
+    accumulate = accumulation(cfg)          # micro-batches and data.global_batch_size over the devices (batch_plan)
+    limit_train = t.limit_train_batches     # counts optimizer steps' worth of data: accumulation scales it
     if isinstance(limit_train, int) and not isinstance(limit_train, bool):
-        limit_train *= accumulation(cfg)
+        limit_train *= accumulate
     trainer = L.Trainer(max_epochs=t.max_epochs, max_time=t.get("max_time"), accelerator=t.accelerator, devices=t.devices,
                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
                         check_val_every_n_epoch=t.check_val_every_n_epoch,
                         limit_train_batches=limit_train, limit_val_batches=t.get("limit_val_batches"),
-                        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=accumulation(cfg),
+                        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=accumulate,
                         deterministic=t.deterministic, callbacks=callbacks, enable_progress_bar=bool(t.progress),
                         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
+                        plugins=plugins or None,
                         use_distributed_sampler=False,  # the datamodule shards: eval must not pad (DESIGN.md)
                         enable_model_summary=False)
     return trainer, ckpt, curve
@@ -153,11 +215,6 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def _rank_zero() -> bool:
-    """This process is global rank 0 (Lightning's DDP launcher sets the ranks in the environment of the others)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) -> dict[str, Any]:
     """Train (if the model trains), test the best-validation checkpoint, and write the result record: always to the
     run folder (``result.json``, path in ``record["_run_path"]``); with ``write`` also published to
@@ -171,6 +228,10 @@ def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) ->
     with ResultLock(target):
         record = _run(cfg)
         check_target(target, replace)               # nothing else may have published it meanwhile
+        if record.get("per_user"):                  # the outcomes first: a published JSON never lacks its file
+            copy_per_user(Path(record["_run_path"]), target)
+        else:
+            per_user_path(target).unlink(missing_ok=True)    # a replaced result's outcomes would be foreign
         write_json_atomic(target, {k: v for k, v in record.items() if not k.startswith("_")})
         record["_path"] = str(target)
     return record
@@ -181,13 +242,13 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     variant = [f"variant={cfg.variant}"] if cfg.get("variant") else []   # a variant is part of the recipe
     recipe = _plain(load_config(cfg.dataset, cfg.model.name, variant))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = cfg.result_name or cfg.model.name
-    run_dir = run_paths(cfg)[1] / cfg.dataset / name / f"{stamp}-{os.getpid()}"
+    batch_plan(cfg)           # a global batch the devices cannot make stops here, before any data loads
+    run_dir, resume_from = choose_run_dir(cfg)    # a new folder, or a preempted run's folder and its checkpoint
 
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup()
+    keep_settings(cfg, run_dir, resume_from)    # after the data: a bad cache folder is reported as such first
     model = build_model(cfg, dm.num_items)
     model.prepare(dm)
     if cfg.trainer.get("compile"):
@@ -197,8 +258,14 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     train_time, best_val, epochs, steps, stop, probe = 0.0, None, 0, 0, None, None
     if model.trainable:
         start = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
-        train_time = time.perf_counter() - start
+        if resume_from is not None:
+            rank_zero_info(f"resuming {run_dir} from {resume_from.name}")
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+        except SIGTERMException:            # Lightning ends a fit on SIGTERM with exit status 0: say it, and fail
+            raise SystemExit(f"{run_dir}: training stopped by SIGTERM; its last checkpoint resumes it "
+                             f"(trainer.resume=auto, or trainer.resume={run_dir})") from None
+        train_time = time.perf_counter() - start + curve.earlier_fit_s    # a resumed run adds its earlier parts
         epochs, steps, stop = trainer.current_epoch, int(trainer.global_step), stopped_by(trainer)
         best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
         probe = _test(trainer, model, dm, ckpt.best_model_path or None, cfg)
@@ -238,6 +305,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "peak_memory": peak_memory_mb(),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "seed": cfg.seed,
+        "batch": batch_record(cfg, trainer),    # one optimizer step over every device (data.global_batch_size)
+        "resumed_from": resume_from.name if resume_from is not None else None,
         "beam_size": model.beam_size,
         "model_info": model.result_extras,
         "dataset_manifest": {k: dm.data.manifest.get(k) for k in ("content_hash", "counts", "source", "params")},
@@ -246,6 +315,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "hardware": hardware(),
         "config": run_cfg,
     }
+    if model.test_outcomes is not None:     # every test user's outcome, beside the result (per_user.py)
+        record["per_user"] = write_per_user(per_user_path(run_dir / "result.json"), model.test_outcomes,
+                                            model.test_metrics.max_k)
     write_json_atomic(run_dir / "result.json", record)
     record["_run_path"] = str(run_dir / "result.json")
     return record

@@ -130,6 +130,83 @@ class EvalShardSampler(DistributedSampler):
         return len(range(self.rank, self.n, self.world_size))
 
 
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader``, resumable from a checkpoint with the order the uninterrupted run had.
+
+    Its ``state_dict`` holds the shuffle generator's state when the current epoch's iterator was made and now (after
+    the epoch's draws), and the batches training completed in the epoch. A run resumed from a checkpoint saved at the
+    end of an epoch starts the next epoch from the generator's state then (``start_after``; the datamodule keeps the
+    state in the checkpoint). One resumed from a checkpoint saved inside an epoch (Lightning loads the state with the
+    fit loop's and calls ``load_state_dict``) replays that epoch: the generator goes back to the epoch's start, the
+    completed batches are drawn and dropped, the rest follow. Samplers seeded by the epoch (DDP, ``group_by_length``)
+    need only the skip, and their epoch set when an iterator is made (Lightning 2.6 makes a resumed run's first one
+    before it sets the samplers' epoch, which would then serve epoch 0's order). Every training loader has a
+    generator of its own (also where it only seeds workers), so none draws from torch's global one, which the
+    checkpoint carries for the model (``benchmarks/callbacks.py``, ``RNGState``); the replay runs on a fork of it all
+    the same. Built with the ``DataLoader`` signature only (Lightning may rebuild a loader from it); the datamodule
+    sets ``progress``, a callable that returns Lightning's index of the epoch being trained and the batches whose
+    training step finished in it (its ``processed`` counts, from which a restart goes on; the loader's own count runs
+    ahead by the batches Lightning prefetches). A checkpoint saved as an epoch starts, before that epoch's iterator
+    exists, replays it whole.
+    """
+
+    progress: Callable[[], tuple[int, int]] | None = None
+    _epoch_start: torch.Tensor | None = None
+    _epoch: int | None = None           # the epoch (Lightning's index) the current iterator serves
+    _served = 0
+    _resume: tuple[str, dict[str, Any]] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        self._epoch = self.progress()[0] if self.progress is not None else None
+        if self._epoch is not None:     # also for the iterator Lightning makes before it sets the epoch (a resume)
+            for name in ("sampler", "batch_sampler"):
+                sampler = getattr(self, name, None)
+                if callable(getattr(sampler, "set_epoch", None)):
+                    sampler.set_epoch(self._epoch)
+        if resume is not None and resume[0] == "next" and self.generator is not None and \
+                resume[1].get("now") is not None:
+            self.generator.set_state(resume[1]["now"])
+        if resume is None or resume[0] == "next":
+            self._epoch_start = self.generator.get_state() if self.generator is not None else None
+            self._served = 0
+            return self._count(super().__iter__())
+        state = resume[1]
+        with torch.random.fork_rng(devices=[]):          # draws the saving run made before its checkpoint
+            if self.generator is not None and state.get("epoch_start") is not None:
+                self.generator.set_state(state["epoch_start"])
+            self._epoch_start = self.generator.get_state() if self.generator is not None else None
+            it = super().__iter__()
+            self._served = 0
+            for _ in range(int(state.get("batches", 0))):
+                try:
+                    next(it)
+                except StopIteration:
+                    break
+                self._served += 1
+        return self._count(it)
+
+    def _count(self, it: Iterator[Any]) -> Iterator[Any]:
+        for batch in it:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        now = self.generator.get_state() if self.generator is not None else None
+        epoch, done = self.progress() if self.progress is not None else (self._epoch, self._served)
+        if epoch != self._epoch:        # saved as an epoch starts, before its iterator: that epoch from the start
+            return {"epoch_start": now, "now": now, "batches": 0}
+        return {"epoch_start": self._epoch_start, "now": now, "batches": int(done)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replay the epoch the state was saved in (a restart inside an epoch)."""
+        self._resume = ("replay", dict(state))
+
+    def start_after(self, state: dict[str, Any]) -> None:
+        """Start the next epoch where the epoch the state was saved in left the generator (a restart between epochs)."""
+        self._resume = ("next", dict(state))
+
+
 class Collate:
     """Pads histories to ``max_history`` on the left with PAD and applies an optional model hook."""
 
@@ -202,6 +279,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.device_batches = bool(device_batches)
         self._train_tensors: dict[str, torch.Tensor] | None = None
         self.splits: dict[str, Dataset] = {}
+        self._train_loader: ResumableLoader | None = None       # the last training loader (its state: checkpoints)
+        self._train_state: dict[str, Any] | None = None         # a checkpoint's, for the next training loader
 
     # ---------------------------------------------------------------- Lightning hooks
     def _prepare(self) -> ProcessedDataset:
@@ -273,13 +352,14 @@ class SequenceDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, split: str, sampler: Sampler[int] | None, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, sampler: Sampler[int] | None, batch_size: int, shuffle: bool = False,
+                kind: type[DataLoader] = DataLoader) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits[split], batch_size=batch_size, sampler=sampler,
-                          shuffle=shuffle if sampler is None else False, drop_last=False,
-                          num_workers=self.num_workers, generator=gen if shuffle and sampler is None else None,
-                          collate_fn=Collate(self.max_history, self.batch_hook),
-                          persistent_workers=self.num_workers > 0)
+        return kind(self.splits[split], batch_size=batch_size, sampler=sampler,
+                    shuffle=shuffle if sampler is None else False, drop_last=False,
+                    num_workers=self.num_workers, generator=gen if shuffle else None,
+                    collate_fn=Collate(self.max_history, self.batch_hook),
+                    persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         rank, world = self._world()
@@ -289,20 +369,43 @@ class SequenceDataModule(L.LightningDataModule):
             if self._train_tensors is None:
                 self._train_tensors = materialise(self.splits["train"], Collate(self.max_history))
             trainer = getattr(self, "trainer", None)
-            return DeviceBatches(self._train_tensors, self.batch_size, seed=self.seed, rank=rank, world_size=world,
-                                 device=(lambda: trainer.strategy.root_device) if trainer is not None else "cpu",
-                                 group_by_length=self.group_by_length,
-                                 lengths=np.minimum(self.splits["train"].ends, self.max_history))
+            return self._resumable(DeviceBatches(
+                self._train_tensors, self.batch_size, seed=self.seed, rank=rank, world_size=world,
+                device=(lambda: trainer.strategy.root_device) if trainer is not None else "cpu",
+                group_by_length=self.group_by_length, lengths=np.minimum(self.splits["train"].ends, self.max_history)))
         if self.group_by_length:   # batches of similar history length (samplers.py); seeded, new grouping per epoch
             train = self.splits["train"]
             lengths = np.minimum(train.ends, self.max_history)      # both sample kinds: history = seq[..end]
             batches = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed, rank=rank, world_size=world)
-            return DataLoader(train, batch_sampler=batches, num_workers=self.num_workers,
-                              collate_fn=Collate(self.max_history, self.batch_hook),
-                              persistent_workers=self.num_workers > 0)
+            return self._resumable(ResumableLoader(train, batch_sampler=batches, num_workers=self.num_workers,
+                                                   collate_fn=Collate(self.max_history, self.batch_hook),
+                                                   generator=torch.Generator().manual_seed(self.seed),
+                                                   persistent_workers=self.num_workers > 0))
         sampler = (DistributedSampler(self.splits["train"], num_replicas=world, rank=rank, shuffle=True,
                                       seed=self.seed) if world > 1 else None)
-        return self._loader("train", sampler, self.batch_size, shuffle=True)
+        return self._resumable(self._loader("train", sampler, self.batch_size, shuffle=True, kind=ResumableLoader))
+
+    def _resumable(self, loader: Any) -> Any:
+        """Give a training loader Lightning's progress (the epoch, the batches done in it), and start a
+        ``ResumableLoader`` where a checkpoint left the order (``load_state_dict``)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            loader.progress = lambda: (trainer.fit_loop.epoch_progress.current.processed,
+                                       trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if isinstance(loader, ResumableLoader):
+            if self._train_state is not None:
+                loader.start_after(self._train_state)
+                self._train_state = None
+            self._train_loader = loader
+        return loader
+
+    # ---------------------------------------------------------------- checkpoints (Lightning calls these)
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's state (``ResumableLoader``): a resumed run goes on with the uninterrupted run's."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_state = state_dict.get("train_loader")
 
     def _eval_loader(self, split: str) -> DataLoader:
         rank, world = self._world()

@@ -62,7 +62,16 @@ class DeviceBatches:
 
     ``tensors``: the materialised split (CPU). ``device``: a device, or a callable that returns it (read at the
     first iteration, when the module is on its device). ``lengths``: history lengths, only for
-    ``group_by_length``."""
+    ``group_by_length``.
+
+    Resumable (Lightning saves ``state_dict`` with the fit loop and loads it when a fit restarts inside an epoch): the
+    order is a function of the seed and the epoch, so the state is the batches training finished in the epoch, which
+    a restarted iterator skips. The datamodule sets ``progress``, a callable that returns Lightning's index of the
+    epoch being trained and those batches; an iterator takes its epoch from it (Lightning 2.6 makes a resumed run's
+    first iterator before it sets the epoch)."""
+
+    #: set by the datamodule: ``() -> (epoch index, batches whose training step finished in it)``, Lightning's counts
+    progress: Callable[[], tuple[int, int]] | None = None
 
     def __init__(self, tensors: Batch, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  device: torch.device | str | Callable[[], torch.device] = "cpu",
@@ -74,6 +83,8 @@ class DeviceBatches:
         self._on_device: Batch | None = None
         self.epoch = 0
         self.sampler = self            # Lightning calls ``dataloader.sampler.set_epoch(epoch)``
+        self._skip = 0                 # batches of the epoch a restart skips (load_state_dict)
+        self._iter_epoch: int | None = None
         self.grouped = (LengthGroupedBatchSampler(lengths, batch_size, seed=seed, rank=rank, world_size=world_size)
                         if group_by_length else None)
         rank_batches(self.n, batch_size, torch.arange(self.n), rank, world_size)   # validates the arguments
@@ -114,10 +125,26 @@ class DeviceBatches:
             return len(self.grouped)
         return len(rank_batches(self.n, self.batch_size, torch.arange(self.n), self.rank, self.world_size))
 
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.progress() if self.progress is not None else (self._iter_epoch, 0)
+        return {"batches": int(done) if epoch == self._iter_epoch else 0}    # else: saved as an epoch starts
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("batches", 0))
+
     def __iter__(self) -> Iterator[Batch]:
+        if self.progress is not None:
+            self.set_epoch(self.progress()[0])
+        self._iter_epoch = self.epoch
+        skip, self._skip = self._skip, 0
+        return self._batches(skip)
+
+    def _batches(self, skip: int) -> Iterator[Batch]:
         tensors = self.on_device()
         device = next(iter(tensors.values())).device
-        batches = self.indices()
+        batches = self.indices()[skip:]
+        if not batches:
+            return
         # one host-to-device copy of the epoch's indices, then only gathers
         flat = torch.cat(batches).to(device, non_blocking=True)
         for index in flat.split([len(b) for b in batches]):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 
-from .evaluator import DEFAULT_KS, RankingMetrics
+from .evaluator import DEFAULT_KS, RankingMetrics, hit_positions
 
 
 def float32(like: torch.Tensor) -> torch.autocast:
@@ -51,6 +52,10 @@ class GenerativeRecommender(L.LightningModule):
         self.val_metrics = RankingMetrics(self.num_items, self.ks)
         self.test_metrics = RankingMetrics(self.num_items, self.ks)
         self.test_results: dict[str, float] = {}
+        #: per-user test outcome after ``test``: ``{"user": [N] dataset user indices, ascending, "rank": [N] 0-based
+        #: slot of the target in the top max(K), -1 for a miss}`` (numpy; every rank's users gathered)
+        self.test_outcomes: dict[str, Any] | None = None
+        self._outcomes: list[tuple[torch.Tensor, torch.Tensor]] = []
         #: model-specific facts for the result record (e.g. the tokenizer's codebook usage and collisions)
         self.result_extras: dict[str, Any] = {}
         self._test_started = 0.0
@@ -98,9 +103,20 @@ class GenerativeRecommender(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_started = time.perf_counter()
+        self._outcomes = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.test_metrics.update(self._ranked(batch), batch["target"])
+        self.record_test(self._ranked(batch), batch)
+
+    def record_test(self, ranked: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Score a test batch's ranked lists [B, K] (the suite's figures) and keep each user's outcome (the target's
+        slot, or a miss) for the per-user file (``test_outcomes``). Every model's ``test_step`` ends here."""
+        self.test_metrics.update(ranked, batch["target"])
+        if "user" in batch:
+            k = self.test_metrics.max_k
+            pos = hit_positions(ranked[:, :k].long(), batch["target"], self.num_items)
+            self._outcomes.append((batch["user"].detach().to("cpu", torch.long),
+                                   torch.where(pos < k, pos, -1).to("cpu", torch.long)))
 
     def on_test_epoch_end(self) -> None:
         elapsed = time.perf_counter() - self._test_started
@@ -109,9 +125,31 @@ class GenerativeRecommender(L.LightningModule):
         figures = self.test_metrics.compute()
         self.test_metrics.reset()
         figures["eval_seconds"] = elapsed
+        self.test_outcomes = self._gather_outcomes()
         figures["eval_users_per_s"] = figures["users"] / elapsed if elapsed > 0 else float("inf")
         self.test_results = figures
         self.log_dict({f"test/{k}": v for k, v in figures.items() if "@" in k}, sync_dist=False)
+
+    def _gather_outcomes(self) -> dict[str, Any] | None:
+        """This test's per-user outcomes from every rank, by user index (None when the batches carried no users)."""
+        if not self._outcomes:
+            return None
+        local = torch.stack([torch.cat([u for u, _ in self._outcomes]), torch.cat([r for _, r in self._outcomes])])
+        self._outcomes = []
+        if self.trainer is not None and self.trainer.world_size > 1:     # shards differ in size: pad, gather, cut
+            sizes = self.all_gather(torch.tensor(local.shape[1], device=self.device)).view(-1).tolist()
+            padded = torch.full((2, max(sizes)), -1, dtype=torch.long, device=self.device)
+            padded[:, :local.shape[1]] = local.to(self.device)
+            everyone = self.all_gather(padded).cpu()                      # [world, 2, max]
+            local = torch.cat([everyone[i, :, :n] for i, n in enumerate(sizes)], dim=1)
+        order = torch.argsort(local[0])
+        users, ranks = local[0, order], local[1, order]
+        if len(users) > 1 and bool((users[1:] == users[:-1]).any()):     # a padding sampler (not the suite's)
+            warnings.warn("per-user test outcomes not kept: a user was tested more than once (a sampler that pads "
+                          "the shards; the figures count that user twice as well)", RuntimeWarning, stacklevel=2)
+            return None
+        small = self.test_metrics.max_k <= 127
+        return {"user": users.numpy().astype("int32"), "rank": ranks.numpy().astype("int8" if small else "int16")}
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

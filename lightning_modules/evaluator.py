@@ -35,6 +35,16 @@ def valid_slots(ranked: torch.Tensor, num_items: int) -> torch.Tensor:
     return in_range & ~duplicate
 
 
+def hit_positions(ranked: torch.Tensor, target: torch.Tensor, num_items: int,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B] long: the 0-based slot of each user's target in ``ranked`` [B, K] (the first valid slot holding it),
+    ``K`` when no valid slot holds it (a miss). ``valid``: ``valid_slots(ranked, num_items)`` when already known."""
+    target = target.long().to(ranked.device)
+    valid = valid_slots(ranked, num_items) if valid is None else valid
+    hit = (ranked == target.unsqueeze(1)) & valid  # at most one valid hit per row
+    return torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(target, ranked.shape[1]))
+
+
 class RankingMetrics(Metric):
     """Sum-state ranking metrics over users; ``compute()`` returns ``{"hr@10": ..., "ndcg@10": ..., ...}``."""
 
@@ -67,11 +77,8 @@ class RankingMetrics(Metric):
         if ranked.shape[1] < self.max_k:
             raise ValueError(f"ranked lists have {ranked.shape[1]} slots but the largest cut-off is {self.max_k}")
         ranked = ranked[:, : self.max_k].long()
-        target = target.long().to(ranked.device)
         valid = valid_slots(ranked, self.num_items)
-        hit = (ranked == target.unsqueeze(1)) & valid  # at most one valid hit per row
-        has_hit = hit.any(dim=1)
-        pos = torch.where(has_hit, hit.float().argmax(dim=1), torch.full_like(target, self.max_k))
+        pos = hit_positions(ranked, target, self.num_items, valid)
         posf = pos.double()
         for j, k in enumerate(self.ks):
             within = (pos < k).double()

@@ -227,7 +227,7 @@ class RPG(SemanticIDRecommender):
         self._timing["visited"] += float(visited.sum())
         self._timing["users"] += len(visited)
         main, other = (graph, exact) if self.decoding["mode"] == "graph" else (exact, graph)
-        self.test_metrics.update(main, batch["target"])
+        self.record_test(main, batch)
         self.other_metrics.update(other, batch["target"])
 
     def on_test_epoch_end(self) -> None:

@@ -375,7 +375,7 @@ class SIGMA(LLMRecommender):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """The main task on every user (the suite's figures), then each other task on its own users."""
         ranked = self._ranked(batch)
-        self.test_metrics.update(ranked, batch["target"])
+        self.record_test(ranked, batch)
         self._update_sid(self.eval_name, ranked, batch["target"])
         for task, members in self.test_tasks.items():
             rows = torch.tensor([int(u) in members for u in batch["user"].tolist()], device=batch["target"].device)

@@ -1,9 +1,10 @@
-"""Helper for tests/test_ddp.py: a tiny SASRec on a deterministic 101-user dataset, evaluated on 1 or 2 CPU ranks.
+"""Helper for tests/test_ddp.py: a tiny SASRec and a tiny TIGER (a beam-search model: T5 over random semantic IDs,
+decoded by the constrained beam search) on a deterministic 101-user dataset, evaluated on 1 or 2 CPU ranks.
 
 Lightning's ``strategy="ddp"`` re-runs ``sys.argv`` for the other ranks, so the 2-rank evaluation must run as its
 own script (not inside pytest)::
 
-    python tests/ddp_worker.py ddp CKPT OUT.json
+    python tests/ddp_worker.py ddp CKPT OUT.json [TIGER_CKPT]
 
 Every rank runs the same sequence of ``trainer.test`` calls; rank 0 writes one JSON with, per configuration, the
 test figures (``model.test_results``) and the user ids that every rank saw (gathered over ranks).
@@ -24,6 +25,8 @@ from torch.utils.data import DataLoader
 from grbench.datamodules.datamodule import Collate, SequenceDataModule
 from grbench.datamodules.dataset import ProcessedDataset, from_sequences
 from grbench.lightning_modules.sasrec import SASRec
+from grbench.lightning_modules.tiger import TIGER
+from grbench.tokenizers.build import random_table
 
 NUM_USERS = 101  # odd: does not divide by 2 ranks, nor by the eval batch
 NUM_ITEMS = 40
@@ -68,6 +71,27 @@ def train(ckpt: str | Path) -> None:
     trainer.save_checkpoint(str(ckpt))
 
 
+#: TIGER at its smallest: T5 of d_model 32, one encoder and one decoder layer; 2-level SIDs of 16 codes; beam 10
+TIGER_SHAPE = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
+                   user_tokens=0, max_history=MAX_HISTORY)
+
+
+def make_tiger() -> TIGER:
+    """The tiny TIGER with its network built (``setup_table``; a checkpoint holds the weights, not the SID table)."""
+    model = TIGER(NUM_ITEMS, seed=SEED, optim={"lr": 5e-3}, eval={"ks": KS, "beam_size": 10}, **TIGER_SHAPE)
+    model.setup_table(random_table(NUM_ITEMS, levels=2, codebook_size=16, seed=SEED))
+    return model
+
+
+def train_tiger(ckpt: str | Path, batches: int = 8) -> None:
+    """A few batches of single-process training with a fixed seed; the checkpoint every TIGER evaluation loads."""
+    L.seed_everything(SEED, verbose=False)
+    model = make_tiger()
+    trainer = L.Trainer(devices=1, max_epochs=1, limit_train_batches=batches, limit_val_batches=0, **quiet())
+    trainer.fit(model, datamodule=make_datamodule())
+    trainer.save_checkpoint(str(ckpt))
+
+
 class UserRecorder(L.Callback):
     """Collects the user ids of every test batch this rank evaluates."""
 
@@ -79,15 +103,16 @@ class UserRecorder(L.Callback):
 
 
 def evaluate(ckpt: str | Path, devices: int, use_distributed_sampler: bool = False,
-             loader: str = "datamodule") -> dict[str, Any]:
+             loader: str = "datamodule", model_name: str = "sasrec") -> dict[str, Any]:
     """``trainer.test`` on the checkpoint; returns the figures and every user id seen (all ranks)."""
-    model = SASRec.load_from_checkpoint(str(ckpt), map_location="cpu")
+    tiger = model_name == "tiger"
+    model = make_tiger() if tiger else SASRec.load_from_checkpoint(str(ckpt), map_location="cpu")
     dm = make_datamodule()
     recorder = UserRecorder()
     trainer = L.Trainer(devices=devices, strategy="ddp" if devices > 1 else "auto",
                         use_distributed_sampler=use_distributed_sampler, callbacks=[recorder], **quiet())
     if loader == "datamodule":
-        trainer.test(model, datamodule=dm, verbose=False)
+        trainer.test(model, datamodule=dm, verbose=False, ckpt_path=str(ckpt) if tiger else None)
     elif loader == "plain":  # a plain DataLoader: Lightning injects its DistributedSampler when allowed to
         dm.setup("test")
         plain = DataLoader(dm.splits["test"], batch_size=EVAL_BATCH, shuffle=False,
@@ -115,13 +140,23 @@ CONFIGS = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "ddp":
-        print("usage: ddp_worker.py ddp CKPT OUT.json", file=sys.stderr)
+    if len(argv) not in (3, 4) or argv[0] != "ddp":
+        print("usage: ddp_worker.py ddp CKPT OUT.json [TIGER_CKPT]", file=sys.stderr)
         return 2
     ckpt, out = argv[1], Path(argv[2])
     torch.set_num_threads(1)
-    results = {name: evaluate(ckpt, devices=2, **cfg) for name, cfg in CONFIGS.items()}
-    if results["ddp"]["rank"] == 0:
+    runs = {name: (ckpt, cfg) for name, cfg in CONFIGS.items()}
+    if len(argv) == 4:      # the beam-search model, the protocol's way
+        runs["tiger"] = (argv[3], dict(model_name="tiger"))
+    results = {}
+    for name, (path, cfg) in runs.items():
+        try:                # a configuration that fails (on every rank alike) is reported, the others still run
+            results[name] = evaluate(path, devices=2, **cfg)
+        except Exception as e:  # noqa: BLE001
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() \
+        else 0
+    if rank == 0:
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(out)

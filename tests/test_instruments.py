@@ -98,6 +98,9 @@ def test_every_model_runs_end_to_end_on_a_few_batches(name: str, cache: Path, da
                    "model.params.num_decoder_layers=1", "model.params.d_kv=16"]
     if name in ("tiger", "rpg"):                                        # a smaller network: seconds, not minutes
         overrides += small_tiger if name == "tiger" else small_tiger[:3]
+    if name == "sigma":                 # its ID view: a SASRec of a few batches, not the recipe's full epoch
+        overrides.append("model.params.item_embeddings.id.sasrec_overrides=[trainer.max_epochs=1,"
+                         "trainer.limit_train_batches=5,trainer.limit_val_batches=1,eval.max_val_users=64]")
     if name == "lwgr":                  # its reference first: a TIGER run, handed over as `grbench bench` does
         tiger = run_benchmark(load_config("instruments", "tiger", [f"paths.cache_dir={cache}", *FEW, *small_tiger]),
                               write=False)
