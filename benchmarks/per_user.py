@@ -56,14 +56,18 @@ def copy_per_user(src_json: Path, dst_json: Path) -> None:
         f.write(per_user_path(src_json).read_bytes())
 
 
-def load_per_user(result_json: Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+def load_per_user(result_json: Path, record: dict[str, Any],
+                  missing_ok: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """``(user, rank)`` from the file beside ``result_json``, checked against ``record["per_user"]``; None when
-    the record has no per-user entry. A missing or foreign file raises ``ValueError`` naming it."""
+    the record has no per-user entry (or, with ``missing_ok``, when its file was not copied along). A missing or
+    foreign file raises ``ValueError`` naming it."""
     entry = record.get("per_user")
     if not isinstance(entry, dict):
         return None
     path = per_user_path(result_json)
     if not path.is_file():
+        if missing_ok:
+            return None
         raise ValueError(f"{result_json}: its per-user outcomes {path.name} are missing (field per_user)")
     try:
         with np.load(path, allow_pickle=False) as z:

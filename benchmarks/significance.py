@@ -99,14 +99,15 @@ def describe() -> str:
 
 def load_values(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
     """The per-user values of one table row (one record, or the records of one seed group); None when any of them
-    stored no per-user outcomes. Each record needs ``_file`` (its JSON path, set by ``load_results``)."""
+    stored no per-user outcomes or its file is not beside it (a JSON copied alone); a foreign file is an error. Each
+    record needs ``_file`` (its JSON path, set by ``load_results``)."""
     from pathlib import Path
 
     from .per_user import load_per_user
 
     outcomes = []
     for r in records:
-        o = load_per_user(Path(r["_file"]), r) if r.get("_file") else None
+        o = load_per_user(Path(r["_file"]), r, missing_ok=True) if r.get("_file") else None
         if o is None:
             return None
         outcomes.append(o)

@@ -96,6 +96,7 @@ def test_per_user_ndcg_equals_the_evaluator_and_files_check_their_result(tmp_pat
     per_user_path(result).unlink()
     with pytest.raises(ValueError, match="missing"):
         load_per_user(result, record)
+    assert load_per_user(result, record, missing_ok=True) is None     # the leaderboard: a JSON copied alone
     assert load_per_user(result, {}) is None
 
 
