@@ -35,7 +35,7 @@ from .publish import ResultLock, check_target, result_path
 from .requeue import CleanResume, DeferredRequeue, cluster_plugins
 from .run_folders import choose_run_dir, keep_settings
 from .run_folders import rank_zero as _rank_zero
-from .runtime import load_watch
+from .runtime import load_watch, thread_changes
 from .track import classify, device_count
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -312,7 +312,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "dataset_manifest": {k: dm.data.manifest.get(k) for k in ("content_hash", "counts", "source", "params")},
         "git": git,
         "packages": package_versions(),
-        "hardware": hardware(),
+        "hardware": {**hardware(), "thread_changes": thread_changes(trainer.callbacks)},
         "config": run_cfg,
     }
     if model.test_outcomes is not None:     # every test user's outcome, beside the result (per_user.py)

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from grbench.benchmarks import runtime
-from grbench.benchmarks.runtime import LoadWatcher, MachineLoad, apply_runtime, busy_cores, load_watch, resolve_runtime
+from grbench.benchmarks.runtime import (LoadWatcher, MachineLoad, apply_runtime, busy_cores, load_watch,
+                                        resolve_runtime, thread_changes)
 
 IDLE2 = MachineLoad(busy=0.05, cpus=2, physical=2, source="test")
 BUSY2 = MachineLoad(busy=1.0, cpus=2, physical=2, source="test")
@@ -132,8 +133,11 @@ def test_load_watch_follows_load_that_arrives_later(caplog) -> None:
         assert "torch threads 2 -> 1" in caplog.records[0].getMessage()
     finally:
         torch.set_num_threads(before)
-    default = resolve_runtime(None, {}, IDLE2)
-    assert isinstance(load_watch(default), L.Callback)
+    callback = load_watch(resolve_runtime(None, {}, IDLE2))
+    assert isinstance(callback, L.Callback)
+    callback.watcher = watcher                                     # the result's record of the thread history
+    assert thread_changes(callback) == [{"others_busy": 1.0, "threads": 1}, {"others_busy": 0.0, "threads": 2}]
+    assert thread_changes(None) == []                              # an explicit thread count: no watcher
     assert load_watch(resolve_runtime({"threads": 2}, {}, IDLE2)) is None   # an explicit setting is kept
 
 
