@@ -111,10 +111,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = Table(title=f"grbench bench: {args.dataset}")
     for col in ("model", "seed", "HR@10", "NDCG@10", "train s", "eval users/s", "result"):
         summary.add_column(col)
-    results_dir, published, wrote = None, False, {}
+    results_dir, published, wrote, rank = None, False, {}, 0
     for (name, cfg), (publish, why) in zip(runs, plans):
         for other, key in (cfg.get("after") or {}).items():     # the result a model uses, written just above
             if (other, cfg.seed) in wrote:                      # (by the run of the same seed)
+                if rank and not Path(wrote[other, cfg.seed]).exists():
+                    raise SystemExit(f"rank {rank}: {name} reads the result of the {other} run above, which only rank "
+                                     "0's run folder holds: launch with a run folder every rank shares (torchrun, "
+                                     "srun, or GRBENCH_RUN_ID=<name> in the environment)")
                 OmegaConf.update(cfg, key, wrote[other, cfg.seed])
                 console.print(f"{name}: {key}={wrote[other, cfg.seed]} (the {other} run above)")
         results_dir = Path(cfg.paths.results_dir)
@@ -122,19 +126,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if why:
             console.print(f"[yellow]{why}[/yellow]")
         rec = run_benchmark(cfg, write=publish, replace=args.replace)
-        if not rec:  # non-zero DDP rank
-            return 0
+        rank = int(rec.get("_rank") or 0)
+        if rank:                 # a non-zero DDP rank: every model runs on every rank; rank 0 reports and publishes
+            wrote[name, cfg.seed] = _rank_zero_result(rec, name)
+            continue
         m = rec["metrics"]
         summary.add_row(name, str(cfg.seed), f"{m.get('hr@10', float('nan')):.4f}",
                         f"{m.get('ndcg@10', float('nan')):.4f}", f"{rec['train_time_s']:.0f}",
                         f"{rec['eval_users_per_s']:.0f}", rec.get("_path") or f"{rec['_run_path']} (not published)")
         published = published or publish
         wrote[name, cfg.seed] = rec["_run_path"]
+    if rank:
+        return 0
     console.print(summary)
     if published and not args.no_leaderboard and results_dir is not None:
         for p in write_leaderboards(results_dir, results_dir.parent, [args.dataset]):
             console.print(f"wrote {p}")
     return 0
+
+
+def _rank_zero_result(rec: dict, name: str, timeout_s: float = 600.0) -> str:
+    """On a non-zero DDP rank: the result file rank 0 writes for this run (a later model's ``after:`` reads it),
+    waited for. Only a launch with a shared run folder (SLURM, torchrun, ``$GRBENCH_RUN_ID``) has one path on every
+    rank; otherwise the path is returned unchecked, and a model that needs it stops with an error naming the fix."""
+    import time
+
+    path = Path(rec["_run_path"])
+    if not rec.get("_shared"):
+        return str(path)
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"rank {rec['_rank']}: {path} (rank 0's result of {name}) did not appear in "
+                             f"{timeout_s:.0f} s")
+        time.sleep(0.5)
+    return str(path)
 
 
 def _publish_plan(args: argparse.Namespace, cfg: object) -> tuple[bool, str]:

@@ -10,8 +10,10 @@ Experiment-tracker rules, so a trial never replaces a committed figure:
 - An existing published result is **replaced only with** ``--replace``; without it a recipe run keeps the old file
   (and says so), an explicit ``--publish`` stops before any work.
 - A second process publishing the same result name while the first is running stops at once: the first holds
-  ``<result>.json.lock`` (pid, host, start time) from before its data loads until its result is in place. A lock
-  whose process is gone (same host) is taken over with a warning.
+  ``<result>.json.lock`` (pid, host, start time, launch) from before its data loads until its result is in place. A
+  lock whose process is gone (same host) is taken over with a warning, and so is one left by an earlier incarnation
+  of the same launch (a requeued SLURM job or a restarted torchrun launch: the same ``run_folders.launch_id``, which
+  SLURM only restarts after every task of the job ended, possibly on another node).
 
 This module imports neither torch nor lightning.
 """
@@ -60,11 +62,13 @@ def _alive(pid: int) -> bool:
 
 
 class ResultLock:
-    """Hold ``<path>.lock`` while one run produces ``path``; a second holder fails at once (``PublishError``)."""
+    """Hold ``<path>.lock`` while one run produces ``path``; a second holder fails at once (``PublishError``).
+    ``launch``: the launch id of this run (``run_folders.launch_id``; None for a plain process)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, launch: str | None = None) -> None:
         self.path = Path(path)
         self.lock = self.path.with_name(self.path.name + ".lock")
+        self.launch = launch
         self.held = False
 
     def _owner(self) -> dict[str, Any]:
@@ -76,20 +80,26 @@ class ResultLock:
     def acquire(self) -> None:
         self.lock.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "launch": self.launch}
         for _ in range(2):
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                stale = owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) \
+                gone = owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) \
                     and not _alive(owner["pid"])
-                if not stale:
+                earlier = self.launch is not None and owner.get("launch") == self.launch \
+                    and (owner.get("host"), owner.get("pid")) != (me["host"], me["pid"])
+                if not (gone or earlier):
                     raise PublishError(
                         f"another run is writing {self.path} (lock {self.lock}: pid {owner.get('pid', '?')} on "
-                        f"{owner.get('host', '?')} since {owner.get('since', '?')}); wait for it, or set "
-                        "result_name=<another name>") from None
-                print(f"warning: taking over {self.lock} left by pid {owner['pid']}, which is no longer running")
+                        f"{owner.get('host', '?')} since {owner.get('since', '?')}, launch "
+                        f"{owner.get('launch') or 'none'}); wait for it, or set result_name=<another name>. A lock "
+                        "whose run is gone on another host is not recognised: delete the file when you know it "
+                        "is") from None
+                why = "which is no longer running" if gone else f"an earlier run of this launch ({self.launch})"
+                print(f"warning: taking over {self.lock} left by pid {owner.get('pid', '?')} on "
+                      f"{owner.get('host', '?')}, {why}")
                 self.lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -33,7 +33,7 @@ from .per_user import copy_per_user, per_user_path, write_per_user
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
 from .publish import ResultLock, check_target, result_path
 from .requeue import CleanResume, DeferredRequeue, cluster_plugins
-from .run_folders import choose_run_dir, keep_settings
+from .run_folders import choose_run_dir, keep_settings, launch_id
 from .run_folders import rank_zero as _rank_zero
 from .runtime import load_watch, thread_changes
 from .track import classify, device_count
@@ -225,7 +225,7 @@ def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) ->
     if target is None or not _rank_zero():
         return _run(cfg)
     check_target(target, replace)                   # before any work: a clash is known in a second, not hours
-    with ResultLock(target):
+    with ResultLock(target, launch=launch_id()):
         record = _run(cfg)
         check_target(target, replace)               # nothing else may have published it meanwhile
         if record.get("per_user"):                  # the outcomes first: a published JSON never lacks its file
@@ -271,8 +271,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         probe = _test(trainer, model, dm, ckpt.best_model_path or None, cfg)
     else:
         probe = _test(trainer, model, dm, None, cfg)
-    if trainer.global_rank != 0:
-        return {}
+    if trainer.global_rank != 0:     # rank 0 writes the record; the folder is every rank's with a launch id
+        return {"_rank": trainer.global_rank, "_run_path": str(run_dir / "result.json"), "_shared": launch_id() is not None}
     results = dict(model.test_results)
     run_cfg = _plain(cfg)
     track = classify(run_cfg, recipe, stopped_by=stop, epochs=epochs if model.trainable else None,

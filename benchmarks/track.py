@@ -26,7 +26,7 @@ NEUTRAL_KEYS: tuple[str, ...] = (
     "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.deterministic", "data.num_workers",
     "data.eval_batch_size", "model.params.eval_chunk", "model.params.decoding.chunk", "eval.full_test_min_users_per_s",
     "eval.probe_users", "eval.max_val_users", "data.micro_batch_size", "data.device_batches", "trainer.compile",
-    "trainer.resume", "trainer.slurm_requeue",
+    "trainer.resume", "trainer.slurm_requeue", "model.params.tokenizer.seed",
 )
 
 #: the batch settings: a run that makes the recipe's effective batch (``effective_batch``) with other values of them

@@ -148,8 +148,9 @@ def grounded_embeddings(data: Any, cfg: dict[str, Any], encoder_cfg: dict[str, A
 def item_table(data: Any, embeddings: np.ndarray, cfg: dict[str, Any], cache_dir: Path, seed: int) -> tuple[Any, dict]:
     """The SID table of the grounded ``embeddings`` under the ``tokenizer`` config (``kind``, ``params``); shared
     full SIDs are kept (``collision: keep``; ``reassign_last`` also works)."""
-    from grbench.tokenizers.build import load_cached_table, save_cached_table, fit_table
+    from grbench.tokenizers.build import fit_table, load_cached_table, save_cached_table, tokenizer_seed
 
+    seed = tokenizer_seed(cfg, seed)
     kind, params = str(cfg.get("kind", "rq_kmeans")), dict(cfg.get("params") or {})
     collision = str(cfg.get("collision", "keep"))
     emb_hash = hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()[:20]

@@ -318,6 +318,40 @@ def test_cluster_environments_come_from_the_launcher(tmp_path: Path, monkeypatch
     assert requeue.cluster_plugins(cfg) == []
 
 
+def test_every_rank_runs_every_model_of_a_multi_model_bench(tmp_path: Path) -> None:
+    """``grbench bench --model pop,sasrec`` on 2 DDP ranks (Lightning relaunches the command for rank 1): every rank
+    runs both models (a rank that stopped after the first would leave rank 0 waiting in the second's collectives),
+    rank 0 alone reports and publishes, and each result counts every test user once over the ranks."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHERS}
+    env.update(COLUMNS="250", OMP_NUM_THREADS="1", GRBENCH_CACHE_DIR=str(tmp_path / "cache"),
+               GRBENCH_RUN_ID="two-ranks")
+    res = subprocess.run([sys.executable, "-m", "grbench.benchmarks.cli", "bench", "--dataset", "synthetic",
+                          "--model", "pop,sasrec", "--no-leaderboard", "--publish", f"paths.runs_dir={tmp_path / 'runs'}",
+                          f"paths.results_dir={tmp_path / 'res'}", "trainer.devices=2", "trainer.accelerator=cpu",
+                          "trainer.strategy=ddp", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                          "trainer.limit_val_batches=1", "trainer.progress=false", "runtime.threads=1"],
+                         capture_output=True, text=True, env=env, timeout=420)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for model in ("pop", "sasrec"):
+        rec = json.loads((tmp_path / "res" / "synthetic" / f"{model}.json").read_text())
+        assert rec["test_users"] == 3000 and rec["batch"]["world_size"] == 2
+        assert (tmp_path / "runs" / "synthetic" / model / "two-ranks" / "result.json").is_file()
+    assert res.stdout.count("grbench bench: synthetic") == 1      # one summary: rank 0's
+
+
+def test_a_non_zero_rank_waits_for_rank_zeros_result_only_in_a_shared_folder(tmp_path: Path) -> None:
+    from grbench.benchmarks.cli import _rank_zero_result
+
+    path = tmp_path / "tiger" / "result.json"
+    own = {"_rank": 1, "_run_path": str(path), "_shared": False}
+    assert _rank_zero_result(own, "tiger") == str(path)            # its own folder: nothing to wait for
+    with pytest.raises(SystemExit, match="rank 0's result of tiger"):
+        _rank_zero_result({**own, "_shared": True}, "tiger", timeout_s=0.2)
+    path.parent.mkdir()
+    path.write_text("{}")
+    assert _rank_zero_result({**own, "_shared": True}, "tiger", timeout_s=0.2) == str(path)
+
+
 def test_cluster_recipes_set_real_config_keys() -> None:
     sbatch, torchrun = (CLUSTER / "slurm.sbatch").read_text(), (CLUSTER / "torchrun.sh").read_text()
     for text in (sbatch, torchrun):

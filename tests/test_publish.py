@@ -84,6 +84,25 @@ def test_a_second_writer_of_one_result_stops_at_once(tmp_path: Path) -> None:
     assert res.returncode == 0 and "taking over" in res.stdout and target.exists() and not lock.exists()
 
 
+def test_a_requeued_launch_takes_over_its_own_lock_from_another_node(tmp_path: Path, capsys) -> None:
+    """A SLURM job killed on one node and requeued on another finds its earlier incarnation's lock: the same launch
+    id takes it over; another launch, or a plain process, cannot tell whether that run is gone and stops."""
+    target = tmp_path / "synthetic" / "tiger.json"
+    lock = target.with_name("tiger.json.lock")
+    target.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-a-not-this-host", "since": "then", "launch": "slurm-77"}))
+    for other in ("slurm-78", None):
+        with pytest.raises(PublishError, match="launch slurm-77.*delete the file"):
+            ResultLock(target, launch=other).acquire()
+    with ResultLock(target, launch="slurm-77") as held:
+        assert json.loads(lock.read_text())["launch"] == "slurm-77" and held.held
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(PublishError, match="another run is writing"):    # the live holder is not "earlier"
+            ResultLock(target, launch="slurm-77").acquire()
+    assert "earlier run of this launch (slurm-77)" in capsys.readouterr().out
+    assert not lock.exists()
+
+
 def test_budget_results_are_checked_before_any_job(tmp_path: Path) -> None:
     folder = tmp_path / "results" / "synthetic"
     folder.mkdir(parents=True)

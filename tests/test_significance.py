@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from grbench.benchmarks.config import load_config, seed_list, seed_runs
 from grbench.benchmarks.per_user import load_per_user, ndcg_at, per_user_path, write_per_user
 from grbench.benchmarks.significance import MARK, compare, paired_ttest, significance_cells, user_values
+from grbench.benchmarks.track import recipe_changes
 from grbench.lightning_modules.evaluator import RankingMetrics, hit_positions
 
 
@@ -111,6 +113,15 @@ def test_seeds_expand_to_named_runs_and_bad_values_are_refused() -> None:
     assert runs[1].model.params.get("hidden") != 7
     assert seed_runs(load_config("synthetic", "sasrec", [])) and seed_list(load_config("synthetic", "sasrec", [])) is None
     assert seed_list(load_config("synthetic", "sasrec", ["seeds=[2,0]"])) == [2, 0]
+    # a learned item index stays the first seed's (an explicit tokenizer seed is kept), and that is no cut
+    lcrec = seed_runs(load_config("synthetic", "lcrec", ["seeds=[2,0]"]))
+    assert [(c.seed, c.model.params.tokenizer.seed) for c in lcrec] == [(2, 2), (0, 2)]
+    recipe = OmegaConf.to_container(load_config("synthetic", "lcrec", []), resolve=True)
+    assert recipe_changes(OmegaConf.to_container(lcrec[1], resolve=True), recipe) == []
+    pinned = load_config("synthetic", "lcrec", ["seeds=2"])
+    OmegaConf.update(pinned, "model.params.tokenizer.seed", 5, force_add=True)
+    assert [c.model.params.tokenizer.seed for c in seed_runs(pinned)] == [5, 5]
+    assert "tokenizer" not in runs[0].model.params               # SASRec has no tokenizer: nothing added
     for bad, why in (("seeds=0", "at least 1"), ("seeds=[1,1]", "repeated"), ("seeds=abc", "integer")):
         with pytest.raises(ValueError, match=why):
             seed_list(load_config("synthetic", "sasrec", [bad]))

@@ -155,9 +155,19 @@ def check_not_collapsed(report: dict[str, Any], kind: str, params: dict[str, Any
                          f"code; {hint}")
 
 
+def tokenizer_seed(cfg: dict[str, Any], seed: int) -> int:
+    """The seed an item tokenizer is fitted with: the tokenizer config's ``seed`` when set, else the run's."""
+    own = cfg.get("seed")
+    return int(seed) if own is None else int(own)
+
+
 def build_sid_table(dataset: Any, cfg: dict[str, Any], cache_dir: Path | None, seed: int) -> tuple[SIDTable, dict]:
-    """The one-to-one SID table of ``dataset``'s items under the tokenizer config ``cfg`` (see module docstring)."""
+    """The one-to-one SID table of ``dataset``'s items under the tokenizer config ``cfg`` (see module docstring).
+    ``seed`` is the run's; ``cfg["seed"]``, when set, takes its place (``seeds=N`` holds each model's item index at
+    the first seed's: ``benchmarks/config.py``, ``seed_runs``)."""
     from grbench.tokenizers.item_tokenizer import tokenization_report
+
+    seed = tokenizer_seed(cfg, seed)
 
     kind = str(cfg.get("kind", "rq_vae"))
     params = dict(cfg.get("params") or {})
