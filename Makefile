@@ -1,6 +1,6 @@
 # grbench: `make bench` and `make test` do all the set-up on a fresh machine.
 #   make install [TORCH_SPEC=torch==2.13.0] [FAISS=cpu|gpu]   virtualenv in .venv + editable install
-#   make bench [DATASET=synthetic] [MODEL=all] [ARGS='key=value ...'] [REPLACE=1]
+#   make bench [DATASET=synthetic] [MODEL=all] [ARGS='key=value ...'] [REPLACE=1] [SEEDS=3]
 #       recipe runs publish into leaderboards/results (an existing result only with REPLACE=1); a run with
 #       ARGS that change the recipe stays in its run folder (ARGS='--publish ...' publishes it)
 #   make bench DATASET=beauty BUDGET=30 [JOBS=2 LLM_JOBS=2]   equal-budget track: 30 min of training per model, 1 thread
@@ -48,7 +48,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/grbench bench --dataset $(DATASET) --model $(MODEL) $(if $(BUDGET),--budget $(BUDGET) --jobs $(JOBS) --llm-jobs $(LLM_JOBS)) $(if $(REPLACE),--replace) $(ARGS)
+	$(BIN)/grbench bench --dataset $(DATASET) --model $(MODEL) $(if $(BUDGET),--budget $(BUDGET) --jobs $(JOBS) --llm-jobs $(LLM_JOBS)) $(if $(REPLACE),--replace) $(if $(SEEDS),seeds=$(SEEDS)) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

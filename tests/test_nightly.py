@@ -139,7 +139,7 @@ def test_workflow_runs_only_nightly_steps() -> None:
                 assert "run" not in step
                 continue
             run = step["run"].strip()
-            m = re.fullmatch(rf"{re.escape(NIGHTLY.as_posix())} ([a-z]+)((?: [\w./-]+)*)", run)
+            m = re.fullmatch(rf"{re.escape(NIGHTLY.as_posix())} ([a-z]+)((?: [\w./=-]+)*)", run)
             assert m, f"{name}: a run step that is not `{NIGHTLY} <step> [args]`: {run!r}"
             assert re.search(rf"^step_{m.group(1)}\(\) \{{", script, re.M), f"nightly.sh has no step {m.group(1)!r}"
             runs.setdefault(name, []).append(m.group(1))
@@ -149,6 +149,7 @@ def test_workflow_runs_only_nightly_steps() -> None:
     assert kinds.index("actions/upload-artifact") == kinds.index("publish") - 1   # pages uploaded, then committed
     assert [s["with"]["path"] for s in cpu if "upload-artifact" in s.get("uses", "")] == ["leaderboards/"]
     assert "--push" in next(s["run"] for s in cpu if "publish" in s.get("run", ""))
+    assert next(s["run"] for s in cpu if " bench" in s.get("run", "")).split()[2:] == ["seeds=3"]   # the page's rows
 
 
 def test_nightly_usage_errors() -> None:
