@@ -296,6 +296,39 @@ def _cmd_show_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """``grbench audit``: the decoding audit of trained results (``benchmarks/audit.py``), then the page."""
+    from .config import model_names
+    from .runtime import setup_runtime
+
+    setup_runtime({"threads": args.threads, "wait_policy": None})    # one thread by default: comparable timings
+    from .audit import BEAMS, default_result, run_audit, write_audit
+    from .leaderboard import write_leaderboards
+
+    beams = [int(b) for b in args.beams.split(",")] if args.beams else list(BEAMS)
+    if any(b < 1 for b in beams):
+        raise ValueError(f"--beams {args.beams}: beam sizes are positive integers")
+    names = ([m for m in model_names() if m not in ("pop", "sasrec")] if args.model == "all"
+             else [m.strip() for m in args.model.split(",") if m.strip()])
+    results = [Path(r) if r.endswith(".json") else default_result(args.results_dir, args.dataset, r)
+               for r in (args.result.split(",") if args.result else names)]
+    missing = [str(r) for r in results if not r.is_file()]
+    if missing and args.model != "all":
+        raise FileNotFoundError(f"no published result {', '.join(missing)}: train it first (grbench bench --dataset "
+                                f"{args.dataset} --model ...), or name one with --result")
+    for result in (r for r in results if r.is_file()):
+        record = run_audit(result, args.users, beams, args.chunk, log=console.print)
+        path = write_audit(record, args.out)
+        e = record["exact"]
+        console.print(f"wrote {path}: exact NDCG@10 {e['ndcg@10']:.4f} ({e['ms_per_user']:.1f} ms/user); " + "; ".join(
+            f"{r.get('decoder')} {r.get('beam')}: {r['ndcg@10']:.4f}, overlap {r['overlap@10']:.2f}"
+            for r in record["rows"]))
+    if not args.no_leaderboard:
+        for p in write_leaderboards(Path(args.results_dir), Path(args.results_dir).parent, [args.dataset]):
+            console.print(f"wrote {p}")
+    return 0
+
+
 def _cmd_lwgr_precompute(args: argparse.Namespace) -> int:
     from .runtime import setup_runtime
 
@@ -378,6 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
     lw.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     lw.add_argument("--evaluate", action="store_true", help="then test the model reading H_u from the store")
     lw.set_defaults(func=_cmd_lwgr_precompute)
+    au = sub.add_parser("audit", help="the decoding audit: each decoder against exact item-level scoring, on a "
+                        "fixed subset of test users, for trained results (leaderboards/audit/)")
+    au.add_argument("--dataset", default="synthetic")
+    au.add_argument("--model", default="all", help="model names, comma-separated, or 'all' (the generative models "
+                    "with a published result of their own name)")
+    au.add_argument("--result", default=None, help="result names or JSON paths, comma-separated (default: the "
+                    "model names)")
+    au.add_argument("--results-dir", default="leaderboards/results")
+    au.add_argument("--out", default="leaderboards/audit", help="where the audit JSONs go (<out>/<dataset>/)")
+    au.add_argument("--users", type=int, default=300, help="test users audited: the fixed seeded subset "
+                    "eval.max_test_users draws (default 300; exact scoring of a full catalogue wants a GPU)")
+    au.add_argument("--beams", default=None, help="beam sizes, comma-separated (default 5,10,20,50,100)")
+    au.add_argument("--chunk", type=int, default=8, help="users decoded together")
+    au.add_argument("--threads", type=int, default=1, help="torch threads (default 1: timings comparable)")
+    au.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the page")
+    au.set_defaults(func=_cmd_audit)
     for command in sub.choices.values():     # `grbench bench --debug ...` as well as `grbench --debug bench ...`
         command.add_argument("--debug", dest="debug_here", action="store_true", help="show the traceback of an error")
     return p

@@ -28,6 +28,7 @@ from typing import Any
 
 from grbench.datamodules.atomic import atomic_file
 
+from .audit_page import load_audits, render_audit_section, write_audit_plot
 from .constraint_plot import render_constraint_section, write_constraint_plot
 from .leaderboard_plots import matplotlib_available, write_curve_plot, write_plot  # noqa: F401
 from .leaderboard_rows import (MISSING, SORT_METRIC, _best_rows, _cell, _config_values, _curve_points, _fmt,
@@ -240,6 +241,7 @@ def _budget_groups(records: list[dict[str, Any]]) -> tuple[dict[tuple[float, int
 
 def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link: str | None = None,
                    plot: str | None = None, curves_plot: str | None = None, constraint_plot: str | None = None,
+                   audits: list[dict[str, Any]] | None = None, audit_plot: str | None = None,
                    published: dict[str, dict[str, Any]] | None = None, models: list[str] | None = None) -> str:
     """Markdown for ``leaderboards/<dataset>.md``: protocol, dataset facts, the paper track (with the published
     figures and a row for every model in ``models`` that has no paper-track result), the budget track (equal-budget
@@ -316,6 +318,7 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
     parts += render_task_results(sort_records(rows), lambda r: _cell(_model_label(r)))
     parts += render_constraint_section(sort_records(rows), lambda r: _cell(_model_label(r)), constraint_plot)
+    parts += render_audit_section(audits or [], audit_plot)
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["## Learning curves", ""]
@@ -401,7 +404,8 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
     written: list[Path] = []
     for dataset in targets:
         records = loaded[dataset]
-        plot_name = curves_name = constraint_name = None
+        plot_name = curves_name = constraint_name = audit_name = None
+        audits = load_audits(out_dir / "audit", dataset)
         if draw and records:
             png = out_dir / f"{dataset}.png"
             if write_plot(png, dataset, records):
@@ -415,9 +419,14 @@ def write_leaderboards(results_dir: Path, out_dir: Path, datasets: list[str] | N
             if write_constraint_plot(png, dataset, sort_records(records), _model_label):
                 written.append(png)
                 constraint_name = png.name
+            png = out_dir / f"{dataset}_audit.png"
+            if write_audit_plot(png, dataset, audits):
+                written.append(png)
+                audit_name = png.name
         page = out_dir / f"{dataset}.md"
         write_text_atomic(page, render_dataset(dataset, records, results_link=f"{link}/{dataset}", plot=plot_name,
                                                curves_plot=curves_name, constraint_plot=constraint_name,
+                                               audits=audits, audit_plot=audit_name,
                                                published=published.get(dataset) or {},
                                                models=models))
         written.append(page)

@@ -48,8 +48,11 @@ class BeamResult:
 
 
 @torch.inference_mode()
-def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam_size: int) -> BeamResult:
-    """Top-``beam_size`` distinct valid SIDs per user with their log-probabilities (see the module docstring)."""
+def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam_size: int,
+                            trace: list[torch.Tensor] | None = None) -> BeamResult:
+    """Top-``beam_size`` distinct valid SIDs per user with their log-probabilities (see the module docstring).
+    ``trace``: a list that receives, per level, the trie nodes the beams hold after it ([U, B], -1 dead), from which
+    the decoding audit reads at which level a target's prefix was pruned (``exact_scoring.pruned_level``)."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     logp = stepper.start()                                           # [U, V]
@@ -65,6 +68,8 @@ def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam
         scores = F.pad(scores, (0, pad), value=float("-inf"))
         code, state = F.pad(code, (0, pad)), F.pad(state, (0, pad), value=-1)
     codes, beam = [code], None
+    if trace is not None:
+        trace.append(state.clone())
     if c.levels > 1:
         stepper.expand(beam_size)
     base = (torch.arange(users, device=device) * beam_size).unsqueeze(1)
@@ -78,6 +83,8 @@ def constrained_beam_search(stepper: Stepper, constraint: PrefixConstraint, beam
         beam, code = flat // v, flat % v
         state = nodes.reshape(users, beam_size * v).gather(1, flat).masked_fill(torch.isinf(scores), -1)
         codes = [prev.gather(1, beam) for prev in codes] + [code]
+        if trace is not None:
+            trace.append(state.clone())
         if lvl + 1 < c.levels:
             stepper.reorder((base + beam).reshape(-1))
     items = c.items(state)

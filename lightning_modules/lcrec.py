@@ -51,14 +51,20 @@ class LCRec(LLMRecommender):
             raise RuntimeError(f"{type(self).__name__}.prepare(datamodule) must run before training")
         return self.sft_loss(*self.render_batch(batch, train=True))
 
+    def decoding_stepper(self, batch: dict[str, torch.Tensor], prompts: list[str] | None = None) -> CausalLMStepper:
+        """The LLM's state after ``batch``'s test prompts (or ``prompts``), which the beam search (and the decoding
+        audit's exact scorer, ``exact_scoring.py``) extends."""
+        if prompts is None:
+            prompts, _ = self.render_batch(batch, train=False)
+        ids, mask, _, _ = self.encode(prompts)
+        return CausalLMStepper(self.llm, ids, mask)
+
     def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         prompts, _ = self.render_batch(batch, train=False)
         if self.constraint.leaf_item.device != self.device:
             self.constraint = self.constraint.to(self.device)
         out = []
         for start in range(0, len(prompts), self.eval_chunk):
-            ids, mask, _, _ = self.encode(prompts[start:start + self.eval_chunk])
-            result = constrained_beam_search(CausalLMStepper(self.llm, ids, mask), self.constraint,
-                                             int(self.beam_size))
-            out.append(result.items[:, :k])
+            stepper = self.decoding_stepper(batch, prompts[start:start + self.eval_chunk])
+            out.append(constrained_beam_search(stepper, self.constraint, int(self.beam_size)).items[:, :k])
         return torch.cat(out)

@@ -37,7 +37,7 @@ from torch import nn
 
 from grbench.tokenizers.sid_table import SIDTable
 
-from .beam_search import T5SharedStepper, constrained_beam_search
+from .beam_search import T5SharedStepper
 from .llm_backbone import apply_lora, build_backbone
 from .lwgr_constraint import Lagrangian, margin, sid_score
 from .lwgr_knowledge import BosFusion, SoftInstructions, build_quantizer, knowledge_states, title_batch
@@ -264,18 +264,14 @@ class LWGR(TIGER):
             f"final lambda {c.lam:.4g}")
 
     # ---------------------------------------------------------------- decoding
-    def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    def decoding_stepper(self, batch: dict[str, torch.Tensor]) -> T5SharedStepper:
+        """TIGER's decoder state with the user knowledge H_u fused in (TIGER's ``recommend`` decodes from it)."""
         if not self.knowledge_cfg["enabled"]:
-            return super().recommend(batch, k)
+            return super().decoding_stepper(batch)
         ids, mask = self.encoder_inputs(batch)
-        if self.constraint.leaf_item.device != ids.device:   # TIGER's prefix constraint, moved once
-            self.constraint = self.constraint.to(ids.device)
         states, valid = self._states(batch)
         if self.fusion_cfg["mode"] == "cross_attention":
             bos = self.t5.get_decoder().embed_tokens(torch.full((len(ids),), PAD, dtype=torch.long, device=ids.device))
-            stepper = T5SharedStepper(self.t5, ids, mask, start_embeds=self.fusion(bos, states, valid))
-        else:
-            enc = torch.cat([self.concat_proj(states), self.t5.get_encoder().embed_tokens(ids)], 1)
-            stepper = T5SharedStepper(self.t5, None, torch.cat([valid.long(), mask], 1), inputs_embeds=enc)
-        result = constrained_beam_search(stepper, self.constraint, int(self.beam_size))
-        return result.items[:, :k]
+            return T5SharedStepper(self.t5, ids, mask, start_embeds=self.fusion(bos, states, valid))
+        enc = torch.cat([self.concat_proj(states), self.t5.get_encoder().embed_tokens(ids)], 1)
+        return T5SharedStepper(self.t5, None, torch.cat([valid.long(), mask], 1), inputs_embeds=enc)

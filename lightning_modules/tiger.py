@@ -78,9 +78,14 @@ class TIGER(SemanticIDRecommender):
         logits = self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=self.t5._shift_right(labels)).logits
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())   # float32 under bf16 autocast too
 
-    def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    def decoding_stepper(self, batch: dict[str, torch.Tensor]) -> T5SharedStepper:
+        """The decoder state of ``batch``'s users that the beam search (and the exact scorer of the decoding audit,
+        ``exact_scoring.py``) extends: the encoder run once per user."""
         ids, mask = self.encoder_inputs(batch)
-        if self.constraint.leaf_item.device != ids.device:  # move the tables once, not on every call
-            self.constraint = self.constraint.to(ids.device)
-        result = constrained_beam_search(T5SharedStepper(self.t5, ids, mask), self.constraint, int(self.beam_size))
+        return T5SharedStepper(self.t5, ids, mask)
+
+    def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        if self.constraint.leaf_item.device != batch["history"].device:  # move the tables once, not on every call
+            self.constraint = self.constraint.to(batch["history"].device)
+        result = constrained_beam_search(self.decoding_stepper(batch), self.constraint, int(self.beam_size))
         return result.items[:, :k]
