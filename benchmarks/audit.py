@@ -44,6 +44,8 @@ BEAMS = (5, 10, 20, 50, 100)
 RPG_GRID = ((10, 10, 1), (10, 50, 3), (50, 10, 3), (50, 50, 1), (50, 50, 3), (50, 50, 5), (100, 50, 3),
             (100, 100, 3))
 K = 10
+#: decoder rows per exact-scoring pass (users x widest trie level): bounds the [rows, vocabulary] log-probabilities
+EXACT_ROWS = 16384
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -141,9 +143,16 @@ def audit_autoregressive(model: Any, dm: Any, beams: Sequence[int], chunk: int) 
     levels: TrieLevels = trie_levels(constraint)
     exact = _Decoder(model.num_items)
     beam = {b: _Decoder(model.num_items, constraint.levels) for b in beams}
+    per_pass = max(1, EXACT_ROWS // max(levels.widths[:-1] or [1]))    # users whose whole trie fits one pass
     for batch in _chunks(dm, chunk):
         target = batch["target"]
-        (top, _), seconds = _timed(lambda: exact_topk(model.decoding_stepper(batch), constraint, 20, levels))
+        parts, seconds = [], 0.0
+        for start in range(0, len(target), per_pass):
+            part = {k: v[start:start + per_pass] for k, v in batch.items()}
+            (top, _), took = _timed(lambda: exact_topk(model.decoding_stepper(part), constraint, 20, levels))
+            parts.append(top)
+            seconds += took
+        top = torch.cat(parts)
         exact.add(top, target, seconds, None)
         for b, dec in beam.items():
             trace: list[torch.Tensor] = []
