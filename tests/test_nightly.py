@@ -232,6 +232,10 @@ def test_pages_step_regenerates_the_committed_pages_byte_for_byte(tmp_path: Path
     assert second == first
 
 
+TOY_PAGE = ("# toy\n\n| Model | NDCG@10 | Train time | Eval users/s | Commit |\n| :-- | --: | --: | --: | --: |\n"
+            "| a | {} | {} | 120 | {} |\n\nText.\n")
+
+
 def _toy_repo(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     """A throwaway repository with a bare remote: nightly.sh, two pages, a result, a plot, a note, a README; and an
     environment without any git identity (as on a CI runner)."""
@@ -239,7 +243,8 @@ def _toy_repo(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     (tmp_path / "gitconfig").write_text("", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GIT_"))}
     env.update(GIT_CONFIG_GLOBAL=str(tmp_path / "gitconfig"), GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp_path))
-    files = {"README.md": "# toy\n", "leaderboards/toy.md": "| a | 0.1 |\n", "leaderboards/README.md": "# index\n",
+    files = {"README.md": "# toy\n", "leaderboards/toy.md": TOY_PAGE.format("0.1", "3 s", "abc1"),
+             "leaderboards/README.md": "# index\n",
              "leaderboards/results/toy/a.json": '{"ndcg@10": 0.1}\n', "leaderboards/notes/gap.md": "why\n"}
     for name, text in files.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +281,18 @@ def test_publish_commits_only_when_a_table_changed(tmp_path: Path) -> None:
     assert "nothing committed" in proc.stdout and "results/toy/a.json" in proc.stdout
     assert _git(work, "rev-parse", "HEAD", env=env) == start == _git(remote, "rev-parse", "main", env=env)
     assert (work / "leaderboards/toy.png").read_bytes() == b"\x89PNG two"
+
+    # The same figures from another run: only the time, throughput and commit cells differ. No commit.
+    (work / "leaderboards/toy.md").write_text(TOY_PAGE.format("0.1", "4 s", "def2").replace("| 120 |", "| 97 |"),
+                                             encoding="utf-8")
+    proc = _nightly(work, env, "publish", "--push")
+    assert "toy.md differs only in times, throughput or commit cells" in proc.stdout and "nothing committed" in proc.stdout
+    assert _git(work, "rev-parse", "HEAD", env=env) == start
+    (work / "leaderboards/toy.md").write_text(TOY_PAGE.format("0.1", "4 s", "def2").replace("Text.", "Other text."),
+                                             encoding="utf-8")
+    assert "nothing committed" not in _nightly(work, env, "publish").stdout          # prose counts: committed
+    _git(work, "reset", "-q", "--soft", "HEAD~1", env=env)                          # (undone for what follows)
+    assert _git(work, "rev-parse", "HEAD", env=env) == start
 
     # A table changed and a page is new: exactly one commit, [skip ci] at the end of its message, only leaderboards/
     # in it (with the results and plots that came with the table), pushed; README.md stays staged, uncommitted.

@@ -10,8 +10,9 @@
 #   nightly.sh pages                     make leaderboard: every page regenerated from the result files alone
 #   nightly.sh gpu BUNDLE OUT [ARG ...]  the paper track on a GPU node (benchmarks/gpu/paper_track.sh); an absent
 #                                        build/gpu-bundle is built first (make gpu-bundle); ARGs go to paper_track.sh
-#   nightly.sh publish [--push]          commit leaderboards/ when a page (leaderboards/*.md) changed, with a message
-#                                        ending in [skip ci]; nothing changed: no commit. --push pushes that commit.
+#   nightly.sh publish [--push]          commit leaderboards/ when a page (leaderboards/*.md) changed in more than its
+#                                        time, throughput and commit cells, with a message ending in [skip ci];
+#                                        nothing changed: no commit. --push pushes that commit.
 #
 # Environment: VENV (the virtualenv, default .venv, as the Makefile), MODEL (bench: default all), PYTEST_ARGS (test),
 # GRBENCH_GPU_PYTHON (gpu: the interpreter with CUDA torch, default python3), GRBENCH_GPU_MINUTES (gpu: the wall
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -67,6 +68,24 @@ step_gpu() {
     --minutes "${GRBENCH_GPU_MINUTES:-60}" "$@"
 }
 
+# A page with the table cells that differ on every run of the same code and data blanked: the columns headed
+# Train time, Eval users/s, Commit and ms/user. Two pages that agree after this differ in nothing a reader compares.
+stable_page() {
+  awk -F'|' -v OFS='|' '
+    /^\|/ {
+      if (!table) {
+        table = 1; split("", drop)
+        for (i = 2; i < NF; i++) {
+          h = $i; gsub(/^ +| +$/, "", h)
+          if (h == "Train time" || h == "Eval users/s" || h == "Commit" || h == "ms/user") drop[i] = 1
+        }
+      }
+      for (i in drop) $i = " ~ "
+      print; next
+    }
+    { table = 0; print }'
+}
+
 step_publish() {
   local push=0
   case ${1-} in
@@ -78,11 +97,22 @@ step_publish() {
   git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "publish: $PWD is not a git work tree"
   [ "$push" -eq 0 ] || [ "${GITHUB_REF_TYPE:-branch}" = branch ] \
     || die "publish --push: this run is on a $GITHUB_REF_TYPE, not a branch: nothing to push to"
-  # The pages that differ from the last commit, or are new. Result files and plots change on every run (times,
-  # commits); they are committed with a changed page, never alone.
-  local pages
+  # The pages that are new, or differ from the last commit in more than their times, throughput and commit cells
+  # (stable_page). Result files and plots change on every run (times, commits); they are committed with a changed
+  # page, never alone.
+  local pages="" page
   local spec=':(glob)leaderboards/*.md'      # the generated pages (not leaderboards/notes/)
-  pages=$( { git diff --name-only HEAD -- "$spec"; git ls-files --others --exclude-standard -- "$spec"; } | sort -u)
+  for page in $(git ls-files --others --exclude-standard -- "$spec"); do
+    pages+="$page"$'\n'
+  done
+  for page in $(git diff --name-only HEAD -- "$spec"); do
+    if [ ! -f "$page" ] || ! cmp -s <(git show "HEAD:$page" | stable_page) <(stable_page < "$page"); then
+      pages+="$page"$'\n'
+    else
+      echo "publish: $page differs only in times, throughput or commit cells"
+    fi
+  done
+  pages=$(printf '%s' "$pages" | sed '/^$/d' | sort -u)
   if [ -z "$pages" ]; then
     echo "publish: no leaderboard page (leaderboards/*.md) changed: nothing committed"
     if [ -n "$(git status --porcelain -- leaderboards/)" ]; then
