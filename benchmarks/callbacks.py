@@ -44,16 +44,20 @@ class LearningCurve(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._restored is not None:        # a fit resumed from a checkpoint: the curve so far is the checkpoint's
+    def _take_restored(self) -> None:
+        """A fit resumed from a checkpoint: the curve so far is the checkpoint's."""
+        if self._restored is not None:
             state, self._restored = self._restored, None
             self.points = [dict(p) for p in state.get("points", [])]
             self.train_s = float(state.get("train_s", 0.0))
             self.samples = int(state.get("samples", 0))
             self.earlier_fit_s = float(state.get("fit_s", 0.0))
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_restored()
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.on_train_start(trainer, pl_module)   # resumed from a checkpoint of a finished fit: no training started
+        self._take_restored()        # resumed from a checkpoint of a finished fit: no training started
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restored = None                 # testing a checkpoint keeps the curve the fit made

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -77,6 +77,11 @@ def seed_runs(cfg: DictConfig) -> list[DictConfig]:
             OmegaConf.update(one, "model.params.tokenizer.seed", seeds[0], force_add=True)
         out.append(one)
     return out
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain, resolved Python containers (what a result and a run folder's config.json hold)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def run_paths(cfg: DictConfig) -> tuple[Path, Path]:

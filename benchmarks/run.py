@@ -28,7 +28,7 @@ from grbench.lightning_modules.base import GenerativeRecommender
 from grbench.lightning_modules.registry import get_model_class
 
 from .callbacks import LearningCurve, RNGState, WallTimeEstimate, max_time_seconds
-from .config import load_config, run_paths
+from .config import load_config, plain, run_paths
 from .per_user import copy_per_user, per_user_path, write_per_user
 from .provenance import git_info, hardware, package_versions, peak_memory_mb, write_json_atomic
 from .publish import ResultLock, check_target, result_path
@@ -211,9 +211,6 @@ def _test(trainer: L.Trainer, model: GenerativeRecommender, dm: SequenceDataModu
     return probe
 
 
-def _plain(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
 
 def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) -> dict[str, Any]:
     """Train (if the model trains), test the best-validation checkpoint, and write the result record: always to the
@@ -240,7 +237,7 @@ def run_benchmark(cfg: DictConfig, write: bool = True, replace: bool = False) ->
 def _run(cfg: DictConfig) -> dict[str, Any]:
     git = git_info(REPO_ROOT)  # taken at the start: the code that ran, not what changed meanwhile
     variant = [f"variant={cfg.variant}"] if cfg.get("variant") else []   # a variant is part of the recipe
-    recipe = _plain(load_config(cfg.dataset, cfg.model.name, variant))   # the same model and dataset, no overrides
+    recipe = plain(load_config(cfg.dataset, cfg.model.name, variant))   # the same model and dataset, no overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     batch_plan(cfg)           # a global batch the devices cannot make stops here, before any data loads
     run_dir, resume_from = choose_run_dir(cfg)    # a new folder, or a preempted run's folder and its checkpoint
@@ -274,7 +271,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.global_rank != 0:     # rank 0 writes the record; the folder is every rank's with a launch id
         return {"_rank": trainer.global_rank, "_run_path": str(run_dir / "result.json"), "_shared": launch_id() is not None}
     results = dict(model.test_results)
-    run_cfg = _plain(cfg)
+    run_cfg = plain(cfg)
     track = classify(run_cfg, recipe, stopped_by=stop, epochs=epochs if model.trainable else None,
                      steps=steps if model.trainable else None, test_subset=dm.test_subset, trainable=model.trainable,
                      val_subset=dm.val_subset)

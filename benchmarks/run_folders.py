@@ -10,19 +10,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .config import run_paths
+from .config import plain, run_paths
 from .provenance import write_json_atomic
 from .track import recipe_changes
 
-
-def _plain(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def rank_zero() -> bool:
@@ -119,7 +115,7 @@ def _resume_folder(resume: str) -> tuple[Path, Path]:
 def keep_settings(cfg: DictConfig, run_dir: Path, resume_from: Path | None) -> None:
     """A new run writes its settings into its folder (``config.json``); a resumed run must have the same ones, but
     for those that change nothing computed (``track.NEUTRAL_KEYS``: paths, threads, devices...)."""
-    saved, now = run_dir / "config.json", _plain(cfg)
+    saved, now = run_dir / "config.json", plain(cfg)
     if resume_from is not None and saved.exists():
         before = json.loads(saved.read_text(encoding="utf-8"))
         changed = recipe_changes(now, before)

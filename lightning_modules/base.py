@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
-from .evaluator import DEFAULT_KS, RankingMetrics, hit_positions
+from .evaluator import DEFAULT_KS, RankingMetrics
 
 
 def float32(like: torch.Tensor) -> torch.autocast:
@@ -113,8 +113,7 @@ class GenerativeRecommender(L.LightningModule):
         slot, or a miss) for the per-user file (``test_outcomes``). Every model's ``test_step`` ends here."""
         self.test_metrics.update(ranked, batch["target"])
         if "user" in batch:
-            k = self.test_metrics.max_k
-            pos = hit_positions(ranked[:, :k].long(), batch["target"], self.num_items)
+            k, pos = self.test_metrics.max_k, self.test_metrics.last_positions
             self._outcomes.append((batch["user"].detach().to("cpu", torch.long),
                                    torch.where(pos < k, pos, -1).to("cpu", torch.long)))
 

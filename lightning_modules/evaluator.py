@@ -60,6 +60,7 @@ class RankingMetrics(Metric):
             raise ValueError(f"cut-offs must be positive integers, got {ks}")
         self.num_items = num_items
         self.ks = ks
+        self.last_positions: torch.Tensor | None = None     # set by update: the last batch's target slots
         nk = len(ks)
         for name in ("hits", "ndcg", "mrr", "invalid"):
             self.add_state(name, default=torch.zeros(nk, dtype=torch.float64), dist_reduce_fx="sum")
@@ -79,6 +80,7 @@ class RankingMetrics(Metric):
         ranked = ranked[:, : self.max_k].long()
         valid = valid_slots(ranked, self.num_items)
         pos = hit_positions(ranked, target, self.num_items, valid)
+        self.last_positions = pos          # the batch's target slots (max_k: a miss), for per-user outcomes
         posf = pos.double()
         for j, k in enumerate(self.ks):
             within = (pos < k).double()
