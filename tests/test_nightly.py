@@ -319,8 +319,9 @@ def test_publish_commits_only_when_a_table_changed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_step_replaces_synthetic_results_and_page(tmp_path: Path) -> None:
-    """nightly.sh bench as the workflow runs it (make bench on synthetic, REPLACE=1), cut to pop and SASRec on two
-    training batches (--publish: a cut run is a trial otherwise), then publish: one commit of the new figures."""
+    """nightly.sh bench as the workflow runs it (make bench on synthetic, REPLACE=1, seeds=3), cut to pop and SASRec
+    on two training batches (--publish: a cut run is a trial otherwise), then publish: one commit of the new
+    figures."""
     tree = _tree(tmp_path)
     _git(tree, "init", "-q", "-b", "main")
     _git(tree, "add", "-A")
@@ -329,12 +330,13 @@ def test_bench_step_replaces_synthetic_results_and_page(tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in results.glob("*.json")}
     page_before = (tree / "leaderboards" / "synthetic.md").read_bytes()
     env = _env(tmp_path, MODEL="pop,sasrec")
-    _nightly(tree, env, "bench", "--publish", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    _nightly(tree, env, "bench", "--publish", "seeds=3", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
              "trainer.limit_val_batches=1", "trainer.progress=false", timeout=600)
     after = {p.name: p.read_bytes() for p in results.glob("*.json")}
     assert set(after) == set(before)
-    assert {n for n in after if after[n] != before[n]} == {"pop.json", "sasrec.json"}   # replaced; the rest kept
-    sasrec = json.loads(after["sasrec.json"])
+    replaced = {f"{m}-seed{s}.json" for m in ("pop", "sasrec") for s in range(3)}
+    assert {n for n in after if after[n] != before[n]} == replaced                      # replaced; the rest kept
+    sasrec = json.loads(after["sasrec-seed1.json"])
     assert sasrec["track"] == "budget" and "trainer.limit_train_batches: null -> 2" in sasrec["cuts"]
     page = (tree / "leaderboards" / "synthetic.md").read_bytes()
     assert page != page_before and b"trainer.limit_train_batches: null -> 2" in page
@@ -343,8 +345,8 @@ def test_bench_step_replaces_synthetic_results_and_page(tmp_path: Path) -> None:
     message = _git(tree, "log", "-1", "--format=%B")
     assert message.endswith("[skip ci]") and "synthetic.md" in message, proc.stdout
     touched = set(_git(tree, "show", "--name-only", "--format=", "HEAD").splitlines())
-    assert {"leaderboards/synthetic.md", "leaderboards/results/synthetic/pop.json",
-            "leaderboards/results/synthetic/sasrec.json"} <= touched
+    assert {"leaderboards/synthetic.md", "leaderboards/results/synthetic/pop-seed0.json",
+            "leaderboards/results/synthetic/sasrec-seed2.json"} <= touched
     assert all(t.startswith("leaderboards/") for t in touched), touched
 
 

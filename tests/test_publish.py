@@ -37,12 +37,13 @@ def _runs(tmp_path: Path) -> list[Path]:
 
 
 def test_a_trial_run_leaves_the_committed_result_untouched(tmp_path: Path, results: Path) -> None:
-    before = (results / "synthetic" / "sasrec.json").read_bytes()
+    before = (results / "synthetic" / "sasrec-seed0.json").read_bytes()
     page = tmp_path / "synthetic.md"
     res = _grbench(tmp_path, "bench", "--dataset", "synthetic", "--model", "sasrec", "trainer.max_epochs=1",
-                   "trainer.limit_train_batches=2", "trainer.progress=false", f"paths.results_dir={results}")
+                   "trainer.limit_train_batches=2", "trainer.progress=false", f"paths.results_dir={results}",
+                   "result_name=sasrec-seed0")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert (results / "synthetic" / "sasrec.json").read_bytes() == before
+    assert (results / "synthetic" / "sasrec-seed0.json").read_bytes() == before
     assert not page.exists()                                  # nothing published: the page is not rewritten
     assert "a trial" in res.stdout and "--publish" in res.stdout
     [run] = _runs(tmp_path)                                   # the trial's record is kept in its run folder
@@ -51,9 +52,10 @@ def test_a_trial_run_leaves_the_committed_result_untouched(tmp_path: Path, resul
 
 
 def test_a_published_result_is_replaced_only_on_request(tmp_path: Path, results: Path) -> None:
-    target = results / "synthetic" / "pop.json"
+    target = results / "synthetic" / "pop-seed0.json"                  # the committed seed-0 run of Pop
     before = target.read_bytes()
-    base = ["bench", "--dataset", "synthetic", "--model", "pop", "--no-leaderboard", f"paths.results_dir={results}"]
+    base = ["bench", "--dataset", "synthetic", "--model", "pop", "--no-leaderboard", f"paths.results_dir={results}",
+            "result_name=pop-seed0"]
     kept = _grbench(tmp_path, *base)                          # a recipe run: published by default, but not over one
     assert kept.returncode == 0 and target.read_bytes() == before and "exists and is kept" in kept.stdout
     refused = _grbench(tmp_path, *base, "--publish")          # explicit publish onto an existing result: refused first
@@ -62,7 +64,7 @@ def test_a_published_result_is_replaced_only_on_request(tmp_path: Path, results:
     replaced = _grbench(tmp_path, *base, "--replace")
     assert replaced.returncode == 0 and target.read_bytes() != before
     assert json.loads(target.read_text())["model"] == "pop"
-    fresh = _grbench(tmp_path, *base, "result_name=pop_again")   # a recipe run onto a new name publishes
+    fresh = _grbench(tmp_path, *base[:-1], "result_name=pop_again")   # a recipe run onto a new name publishes
     assert fresh.returncode == 0 and (results / "synthetic" / "pop_again.json").exists()
 
 
@@ -127,6 +129,6 @@ def test_recipe_run_and_target_rules() -> None:
     assert is_recipe_run({**recipe, "paths": {"results_dir": "b"}, "seed": 3}, recipe)
     assert not is_recipe_run({**recipe, "trainer": {"max_epochs": 1, "progress": True}}, recipe)
     check_target(COMMITTED / "nope.json", replace=False)
-    check_target(COMMITTED / "pop.json", replace=True)
-    with pytest.raises(PublishError, match="pop.json exists"):
-        check_target(COMMITTED / "pop.json", replace=False)
+    check_target(COMMITTED / "pop-seed0.json", replace=True)
+    with pytest.raises(PublishError, match="pop-seed0.json exists"):
+        check_target(COMMITTED / "pop-seed0.json", replace=False)
