@@ -82,7 +82,8 @@ def write_audit_plot(path: Path, dataset: str, audits: list[dict[str, Any]]) -> 
     ax = fig.add_subplot(1, 1, 1)
     for i, a in enumerate(audits):
         color = f"C{i % 10}"
-        rows = sorted(a["rows"], key=lambda r: float(r["ms_per_user"]))
+        rows = sorted(a["rows"], key=lambda r: float(r["ms_per_user"]) if r.get("decoder") == "graph"
+                      else int(r["beam"]))                      # a beam curve runs over B; the graph's over cost
         if rows:
             ax.plot([max(float(r["ms_per_user"]), 1e-3) for r in rows], [float(r["ndcg@10"]) for r in rows],
                     marker="o", markersize=3, linewidth=1.0, color=color, label=a["result"])
