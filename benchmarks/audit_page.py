@@ -38,8 +38,23 @@ def _pruned(row: dict[str, Any]) -> str:
     return " / ".join(f"{100 * float(s):.0f}%" for s in shares)
 
 
-def render_audit_section(audits: list[dict[str, Any]], plot: str | None) -> list[str]:
-    """Markdown lines of the section (nothing without audits)."""
+def _label(audit: dict[str, Any], records: list[dict[str, Any]] | None) -> str:
+    """The audited result's name, flagged when the page's result of that name is another run (rerun since) or gone."""
+    if records is None:
+        return str(audit["result"])
+    now = [r for m in records for r in (m.get("_members") or [m])
+           if str(r.get("_source") or "").removesuffix(".json") == audit["result"]]
+    if not now:
+        return f"{audit['result']} (result no longer published)"
+    if now[0].get("created") != audit.get("result_created"):
+        return f"{audit['result']} (audited run of {audit.get('result_created')}; rerun since)"
+    return str(audit["result"])
+
+
+def render_audit_section(audits: list[dict[str, Any]], plot: str | None,
+                         records: list[dict[str, Any]] | None = None) -> list[str]:
+    """Markdown lines of the section (nothing without audits). ``records``: the page's results, to flag an audit
+    whose result was rerun since."""
     if not audits:
         return []
     out = ["## Decoding audit", "",
@@ -53,12 +68,12 @@ def render_audit_section(audits: list[dict[str, Any]], plot: str | None) -> list
            "| Result | Users | Decoder | NDCG@10 | HR@10 | Overlap@10 | Pruned at level | In beams | ms/user |",
            "| :-- | --: | :-- | --: | --: | --: | :-- | --: | --: |"]
     for a in audits:
-        e = a["exact"]
-        out.append(f"| {a['result']} | {a['users']} | exact | {e['ndcg@10']:.4f} | {e['hr@10']:.4f} | 1 | — | — | "
+        e, name = a["exact"], _label(a, records)
+        out.append(f"| {name} | {a['users']} | exact | {e['ndcg@10']:.4f} | {e['hr@10']:.4f} | 1 | — | — | "
                    f"{e['ms_per_user']:.1f} |")
         for r in a["rows"]:
             kept = r.get("target_in_beams")
-            out.append(f"| {a['result']} | {a['users']} | {r['decoder']}, {_setting(r)} | {r['ndcg@10']:.4f} | "
+            out.append(f"| {name} | {a['users']} | {r['decoder']}, {_setting(r)} | {r['ndcg@10']:.4f} | "
                        f"{r['hr@10']:.4f} | {r['overlap@10']:.2f} | {_pruned(r)} | "
                        f"{'—' if kept is None else f'{100 * float(kept):.0f}%'} | {r['ms_per_user']:.1f} |")
     out.append("")

@@ -318,7 +318,7 @@ def render_dataset(dataset: str, records: list[dict[str, Any]], *, results_link:
         parts += [f"- {_cell(_model_label(r))}: {' '.join(n.split())}" for r, n in model_notes] + [""]
     parts += render_task_results(sort_records(rows), lambda r: _cell(_model_label(r)))
     parts += render_constraint_section(sort_records(rows), lambda r: _cell(_model_label(r)), constraint_plot)
-    parts += render_audit_section(audits or [], audit_plot)
+    parts += render_audit_section(audits or [], audit_plot, rows)
     if plot:
         parts += [f"![NDCG@10 and HR@10 per model]({plot})", ""]
     parts += ["## Learning curves", ""]

@@ -75,6 +75,13 @@ def test_audit_is_deterministic_and_a_covering_beam_is_exact(trained: Path, tmp_
     assert page.count(f"| {trained.stem} | 24 |") == 4
     again = write_leaderboards(trained.parent.parent, out, ["synthetic"])
     assert (out / "synthetic.md").read_text() == page and again == written
+    record = json.loads(trained.read_text())                       # the result rerun: its audit is flagged
+    trained.write_text(json.dumps({**record, "created": "2031-01-01T00:00:00+00:00"}))
+    try:
+        write_leaderboards(trained.parent.parent, out, ["synthetic"])
+        assert "; rerun since) | 24 | exact |" in (out / "synthetic.md").read_text()
+    finally:
+        trained.write_text(json.dumps(record))
 
 
 def test_overlap_counts_shared_items_of_the_top_k() -> None:
