@@ -1,7 +1,7 @@
 """The offline GPU bundle (``benchmarks/gpu/``): built here, installed into a fresh virtualenv that has only what a
 stock CUDA PyTorch image has (this environment's torch, lightning, transformers, peft, torchmetrics, rich, pandas,
 pyarrow and their dependencies; no omegaconf, faiss, datasets, matplotlib, text-encoder or LLM weights, no grbench)
-with no package index, then ``paper_track.sh`` runs the synthetic runs on the CPU under a 36-second budget."""
+with no package index, then ``paper_track.sh`` runs the synthetic runs on the CPU under a one-minute budget."""
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +62,7 @@ def test_bundle_installs_offline_and_runs_the_paper_track_script(tmp_path: Path)
     env.update(PYTHON=str(python), GRBENCH_WORK=str(tmp_path / "work"), PIP_NO_INDEX="1", OMP_NUM_THREADS="1",
                HF_HUB_OFFLINE="1", COLUMNS="160")
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu" / "paper_track.sh"), str(bundle), str(out),
-                          "--minutes", "0.6", "--reserve", "0.1", "eval.max_test_users=300"],
+                          "--minutes", "1.2", "--reserve", "0.2", "eval.max_test_users=300"],
                          capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
     results = sorted((out / "synthetic").glob("*.json"))
