@@ -85,11 +85,18 @@ def load_trained(result: Path, users: int) -> tuple[Any, Any, dict[str, Any], Pa
     return model, dm, record, ckpt
 
 
-def _chunks(dm: Any, size: int) -> Iterator[dict[str, torch.Tensor]]:
+def _chunks(dm: Any, size: int, log: Callable[[str], None] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """The test users in chunks of ``size``; reports progress about every 10% of the users (exact scoring of a large
+    catalogue takes seconds per user on a CPU)."""
+    total, done, start_s, step = len(dm.splits["test"]), 0, time.perf_counter(), 0.1
     for batch in dm.test_dataloader():
         n = len(batch["target"])
         for start in range(0, n, size):
             yield {k: v[start:start + size] for k, v in batch.items()}
+            done += min(size, n - start)
+            if log is not None and total and done / total >= step and done < total:
+                log(f"  {done} of {total} users, {time.perf_counter() - start_s:.0f} s")
+                step = done / total + 0.1
 
 
 def _pad(items: torch.Tensor, k: int) -> torch.Tensor:
@@ -137,14 +144,15 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def audit_autoregressive(model: Any, dm: Any, beams: Sequence[int], chunk: int) -> tuple[dict, list[dict]]:
+def audit_autoregressive(model: Any, dm: Any, beams: Sequence[int], chunk: int,
+                         log: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
     """Beam search of every size in ``beams`` against exact scoring (``model.decoding_stepper``)."""
     constraint = model.constraint
     levels: TrieLevels = trie_levels(constraint)
     exact = _Decoder(model.num_items)
     beam = {b: _Decoder(model.num_items, constraint.levels) for b in beams}
     per_pass = max(1, EXACT_ROWS // max(levels.widths[:-1] or [1]))    # users whose whole trie fits one pass
-    for batch in _chunks(dm, chunk):
+    for batch in _chunks(dm, chunk, log):
         target = batch["target"]
         parts, seconds = [], 0.0
         for start in range(0, len(target), per_pass):
@@ -166,14 +174,15 @@ def audit_autoregressive(model: Any, dm: Any, beams: Sequence[int], chunk: int) 
             [dec.row(decoder="beam", beam=b) for b, dec in beam.items()])
 
 
-def audit_sigma(model: Any, dm: Any, beams: Sequence[int], chunk: int) -> tuple[dict, list[dict]]:
+def audit_sigma(model: Any, dm: Any, beams: Sequence[int], chunk: int,
+                log: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
     """SIGMA's three-step decoding with ``B`` prefixes against the same decoding over every prefix."""
     prefixes = int(trie_levels(model.constraint).widths[-1])
     saved = model.beam_size
     exact = _Decoder(model.num_items)
     beam = {b: _Decoder(model.num_items) for b in beams if b < prefixes}
     try:
-        for batch in _chunks(dm, chunk):
+        for batch in _chunks(dm, chunk, log):
             target = batch["target"]
             model.beam_size = prefixes
             top, seconds = _timed(lambda: model.rank_task(batch, 20))
@@ -189,14 +198,15 @@ def audit_sigma(model: Any, dm: Any, beams: Sequence[int], chunk: int) -> tuple[
             [dec.row(decoder="prefix beam", beam=b) for b, dec in beam.items()])
 
 
-def audit_rpg(model: Any, dm: Any, grid: Sequence[tuple[int, int, int]], chunk: int) -> tuple[dict, list[dict]]:
+def audit_rpg(model: Any, dm: Any, grid: Sequence[tuple[int, int, int]], chunk: int,
+              log: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
     """RPG's graph decoding at each (beam, edges, steps) against its exact ranking of every item."""
     saved = dict(model.decoding)
     exact = _Decoder(model.num_items)
     settings = list(dict.fromkeys([(int(saved["beam"]), int(saved["edges"]), int(saved["steps"])), *grid]))
     graph = {s: _Decoder(model.num_items) for s in settings}
     visited = {s: 0.0 for s in settings}
-    batches = list(_chunks(dm, chunk))
+    batches = list(_chunks(dm, chunk))          # read at once: progress means nothing here
     try:
         with torch.inference_mode():
             logps = [model.digit_logits(b["history"]).log_softmax(-1) for b in batches]
@@ -225,11 +235,12 @@ def audit_rpg(model: Any, dm: Any, grid: Sequence[tuple[int, int, int]], chunk: 
     return exact.row(exact=True, what="every item scored (one gather over [items, digits])"), rows
 
 
-def audit_exact_only(model: Any, dm: Any, chunk: int) -> tuple[dict, list[dict]]:
+def audit_exact_only(model: Any, dm: Any, chunk: int,
+                     log: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
     """A model whose decoding is exact by construction (SimGR: every item scored)."""
     exact = _Decoder(model.num_items)
     with torch.inference_mode():
-        for batch in _chunks(dm, chunk):
+        for batch in _chunks(dm, chunk, log):
             top, seconds = _timed(lambda: model.recommend(batch, 20))
             exact.add(top, batch["target"], seconds, None)
     return exact.row(exact=True, what="the model's own decoding: every item scored"), []
@@ -258,13 +269,13 @@ def run_audit(result: Path, users: int, beams: Sequence[int] = BEAMS, chunk: int
     started = time.perf_counter()
     with torch.inference_mode():
         if kind == "autoregressive":
-            exact, rows = audit_autoregressive(model, dm, beams, chunk)
+            exact, rows = audit_autoregressive(model, dm, beams, chunk, log)
         elif kind == "sigma":
-            exact, rows = audit_sigma(model, dm, beams, chunk)
+            exact, rows = audit_sigma(model, dm, beams, chunk, log)
         elif kind == "rpg":
-            exact, rows = audit_rpg(model, dm, grid, chunk)
+            exact, rows = audit_rpg(model, dm, grid, chunk, log)
         else:
-            exact, rows = audit_exact_only(model, dm, chunk)
+            exact, rows = audit_exact_only(model, dm, chunk, log)
     return {
         "dataset": record["dataset"], "model": record["model"], "result": result.stem, "kind": kind,
         "result_created": record.get("created"), "result_track": record.get("track"),

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grbench.datamodules.atomic import atomic_file
+from .leaderboard_plots import new_figure, save_png
 
 
 def load_audits(folder: str | Path, dataset: str) -> list[dict[str, Any]]:
@@ -85,15 +85,9 @@ def render_audit_section(audits: list[dict[str, Any]], plot: str | None,
 def write_audit_plot(path: Path, dataset: str, audits: list[dict[str, Any]]) -> bool:
     """NDCG@10 against ms per user (log), one line per audit over its decoder rows, a star for the exact ranking
     (atomic, deterministic PNG); False without audits or matplotlib."""
-    if not audits:
+    fig = new_figure(8.0, 4.5) if audits else None
+    if fig is None:
         return False
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    fig = Figure(figsize=(8.0, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for i, a in enumerate(audits):
         color = f"C{i % 10}"
@@ -115,6 +109,5 @@ def write_audit_plot(path: Path, dataset: str, audits: list[dict[str, Any]]) -> 
     ax.set_title(f"{dataset}: decoders (lines over beam size or graph setting) and exact ranking (stars)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+    save_png(fig, path)
     return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from grbench.datamodules.atomic import atomic_file
+from .leaderboard_plots import new_figure, save_png
 
 
 def constraint_of(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -28,15 +28,9 @@ def write_constraint_plot(path: Path, dataset: str, records: list[dict[str, Any]
     False when no record has one or matplotlib is missing."""
     rows = [(r, constraint_of(r)) for r in records]
     rows = [(r, c) for r, c in rows if c]
-    if not rows:
+    fig = new_figure(8.0, 5.0) if rows else None
+    if fig is None:
         return False
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    fig = Figure(figsize=(8.0, 5.0), dpi=100)
-    FigureCanvasAgg(fig)
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     for r, c in rows:
         steps = [int(p["step"]) for p in c["trace"]]
@@ -51,8 +45,7 @@ def write_constraint_plot(path: Path, dataset: str, records: list[dict[str, Any]
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
     top.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+    save_png(fig, path)
     return True
 
 

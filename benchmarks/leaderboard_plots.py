@@ -21,17 +21,32 @@ def matplotlib_available() -> bool:
     return True
 
 
-def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
-    """Bar chart of NDCG@10 and HR@10 per model (atomic, deterministic PNG); False when matplotlib is missing."""
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib ``Figure`` on the Agg canvas (no display needed), or None when matplotlib is missing."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return False
+        return None
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically as a deterministic PNG (no software stamp; bbox "tight": long labels and
+    a legend outside the axes stay inside the image)."""
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+
+
+def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
+    """Bar chart of NDCG@10 and HR@10 per model (atomic, deterministic PNG); False when matplotlib is missing."""
     rows = sort_records(records)
     labels = [_model_label(r) for r in rows]
-    fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2.0), 3.6), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(4.0, 0.9 * len(rows) + 2.0), 3.6)
+    if fig is None:
+        return False
     ax = fig.add_subplot(1, 1, 1)
     width = 0.4
     for j, (key, name) in enumerate((("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))):
@@ -43,25 +58,18 @@ def write_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
     ax.set_ylabel("test metric (fraction of users)")
     ax.set_title(f"{dataset}: test metrics (sorted by NDCG@10)")
     ax.legend()
-    with atomic_file(path, "wb") as f:   # bbox "tight": the long model labels stay inside the image
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+    save_png(fig, path)
     return True
 
 
 def write_curve_plot(path: Path, dataset: str, records: list[dict[str, Any]]) -> bool:
     """Validation NDCG@10 against cumulative training minutes (log x), one line per record with a curve (atomic,
     deterministic PNG). False when no record has a curve or matplotlib is missing."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
     rows = [(r, _curve_points(r)) for r in sort_records(records)]
     rows = [(r, pts) for r, pts in rows if pts]
-    if not rows:
+    fig = new_figure(8.0, 4.5) if rows else None
+    if fig is None:
         return False
-    fig = Figure(figsize=(8.0, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for r, pts in rows:
         style = "-" if track_of(r) == "paper" else "--"
@@ -73,6 +81,5 @@ def write_curve_plot(path: Path, dataset: str, records: list[dict[str, Any]]) ->
     ax.set_title(f"{dataset}: learning curves (solid: paper track, dashed: budget track)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", metadata={"Software": None}, bbox_inches="tight")
+    save_png(fig, path)
     return True

@@ -50,8 +50,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_audit_is_deterministic_and_a_covering_beam_is_exact(trained: Path, tmp_path: Path) -> None:
     first = run_audit(trained, users=24, beams=[1, 3, 5000], chunk=8, log=lambda _: None)
-    second = run_audit(trained, users=24, beams=[1, 3, 5000], chunk=8, log=lambda _: None)
+    said: list[str] = []
+    second = run_audit(trained, users=24, beams=[1, 3, 5000], chunk=8, log=said.append)
     assert _strip(first) == _strip(second)
+    assert [line.split(",")[0].strip() for line in said[1:]] == ["8 of 24 users", "16 of 24 users"]   # progress
     assert first["kind"] == "autoregressive" and first["users"] == 24 and first["user_subset"]["users"] == 24
     exact, rows = first["exact"], {r["beam"]: r for r in first["rows"]}
     covering = rows[5000]                                  # more beams than prefixes at any level: nothing pruned
